@@ -1,0 +1,114 @@
+"""The `mammokit` command line: one command per step of the data flow in docs/architecture.md.
+
+Imports of heavy libraries (torch, SimpleITK, pandas) happen inside each command, so `mammokit --help` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mammokit import INTENDED_USE
+
+app = typer.Typer(
+    help=f"mammokit: mammography DICOM → trained, calibrated, explainable classifiers. {INTENDED_USE}",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+log = logging.getLogger("mammokit")
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _split_csv(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic dataset into.")],
+    exams: Annotated[int, typer.Option(help="Number of 4-view exams.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed: same seed and options give byte-identical files.")] = 0,
+    vendors: Annotated[str | None, typer.Option(help="Comma-separated vendor profiles (default: all).")] = None,
+    size_scale: Annotated[float, typer.Option(help="1.0 = real detector size; smaller is faster.")] = 0.25,
+    prevalence: Annotated[float, typer.Option(help="Fraction of exams with a malignant finding.")] = 0.3,
+    benign_rate: Annotated[float, typer.Option(help="Fraction of exams with a benign finding.")] = 0.3,
+    masks: Annotated[bool, typer.Option(help="Write ground-truth breast/pectoral/lesion masks.")] = True,
+    site: Annotated[str, typer.Option(help="Site name written into labels.csv.")] = "site-A",
+    difficulty: Annotated[float, typer.Option(help="Higher = subtler lesions.")] = 1.0,
+    workers: Annotated[int, typer.Option(help="Processes; results do not depend on it.")] = 1,
+) -> None:
+    """Write a synthetic multi-vendor mammography DICOM dataset (with labels, lesion boxes and masks)."""
+    from mammokit.synth import generate
+
+    summary = generate(
+        out, exams=exams, seed=seed, vendors=_split_csv(vendors), size_scale=size_scale, prevalence=prevalence,
+        benign_rate=benign_rate, masks=masks, site=site, difficulty=difficulty, workers=workers,
+    )
+    typer.echo(_format_summary(summary))
+
+
+def _format_summary(summary: dict) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in summary.items())
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="A DICOM file or a folder searched recursively.")],
+    decode: Annotated[bool, typer.Option(help="Decode pixels too (slower, catches broken pixel data).")] = True,
+    limit: Annotated[int, typer.Option(help="Show at most this many files (0 = all).")] = 0,
+) -> None:
+    """Show what mammokit's DICOM reader sees in each file, so you can check an archive before preprocessing."""
+    from mammokit.inspect import describe_files, format_table, iter_dicom_files
+
+    files = list(iter_dicom_files(path))
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise typer.BadParameter(f"{path}: no files found")
+    rows = describe_files(files, decode=decode, root=path if path.is_dir() else path.parent)
+    typer.echo(format_table(rows))
+    bad = sum(1 for r in rows if r["status"] != "ok")
+    typer.echo(f"\n{len(rows)} files, {len(rows) - bad} readable, {bad} refused")
+
+
+@app.command()
+def index(
+    src: Annotated[Path, typer.Argument(help="Folder tree of DICOM files.")],
+    out: Annotated[Path, typer.Option(help="Where to write the index.")] = Path("images.parquet"),
+    labels: Annotated[Path | None, typer.Option(help="Label file (adapter-specific).")] = None,
+    adapter: Annotated[str, typer.Option(help="generic | synth")] = "generic",
+    workers: Annotated[int, typer.Option(help="Processes for the header scan.")] = 1,
+) -> None:
+    """Scan DICOM headers (no pixel decoding) into images.parquet, one row per image; skipped files listed."""
+    from mammokit.datasets.index import build_index, write_index
+
+    result = build_index(src, adapter=adapter, labels=labels, workers=workers)
+    images_path, skipped_path = write_index(result, out)
+    n_exams = result.images["exam_id"].nunique() if not result.images.empty else 0
+    typer.echo(f"{len(result.images)} images in {n_exams} exams → {images_path}")
+    typer.echo(f"{len(result.skipped)} skipped → {skipped_path}")
+    typer.echo(f"{result.images_per_second:.0f} images/s")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo"),
+    exams: Annotated[int, typer.Option(help="Synthetic exams to generate.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+) -> None:
+    """Run the whole pipeline on a small synthetic dataset on CPU."""
+    from mammokit.demo import run_demo
+
+    run_demo(out, exams=exams, seed=seed, echo=typer.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

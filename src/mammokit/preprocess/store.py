@@ -1,0 +1,104 @@
+"""The preprocessed store: lossless 16-bit images plus the offset/scale that reproduces their float values.
+
+Format (chosen by measurement, see docs/architecture.md): 16-bit TIFF with zstd compression and a horizontal
+predictor. On a 2200×1500 image at 0.1 mm it writes in ~10 ms and reads in ~5 ms, where OpenCV's 16-bit PNG took
+53–150 ms to write and 14–33 ms to read; TIFF is still a standard file every viewer and `tifffile` open. PNG stays
+available (`format="png"`) for users who want it. Normalisation is never baked in: files hold physical values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+from mammokit.io import atomic_write
+
+FORMATS = {"tiff": ".tif", "png": ".png"}
+UINT16_MAX = 65535
+
+
+def encode_uint16(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Map float values to uint16 with `values ≈ offset + scale * stored`.
+
+    Integer-valued data spanning at most 65,536 levels is stored exactly (scale 1); anything else is spread over the
+    full 16-bit range, so the error is at most scale / 2.
+    """
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise ValueError("image has NaN or infinite values; cannot store")
+    lo = float(values.min()) if values.size else 0.0
+    hi = float(values.max()) if values.size else 0.0
+    if hi - lo <= UINT16_MAX and np.array_equal(values, np.round(values)):
+        offset, scale = lo, 1.0
+    else:
+        offset, scale = lo, (hi - lo) / UINT16_MAX if hi > lo else 1.0
+    stored = np.clip(np.rint((values - offset) / scale), 0, UINT16_MAX).astype(np.uint16)
+    return stored, offset, scale
+
+
+def decode_uint16(stored: np.ndarray, offset: float, scale: float) -> np.ndarray:
+    """Inverse of `encode_uint16` (float32)."""
+    return (stored.astype(np.float32) * np.float32(scale) + np.float32(offset)).astype(np.float32)
+
+
+def write_image(path: str | Path, values: np.ndarray) -> dict[str, float]:
+    """Write float values as 16-bit (format from the suffix: .tif or .png); returns offset, scale and max error."""
+    path = Path(path)
+    stored, offset, scale = encode_uint16(np.asarray(values, dtype=np.float64))
+    meta = {"offset": offset, "scale": scale}
+    if path.suffix == ".tif":
+        atomic_write(path, lambda tmp: tifffile.imwrite(
+            tmp, stored, compression="zstd", compressionargs={"level": 1}, predictor=True,
+            description=json.dumps({"mammokit": meta}), metadata=None))
+    elif path.suffix == ".png":
+        def _png(tmp: Path) -> None:
+            if not cv2.imwrite(str(tmp), stored, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise OSError(f"{path}: OpenCV could not write the PNG")
+        atomic_write(path, _png)
+    else:
+        raise ValueError(f"{path}: unknown image format {path.suffix!r}; use one of {sorted(FORMATS.values())}")
+    err = float(np.abs(decode_uint16(stored, offset, scale) - values).max()) if values.size else 0.0
+    return {"offset": offset, "scale": scale, "max_error": err}
+
+
+def read_image(path: str | Path, offset: float | None = None, scale: float | None = None) -> np.ndarray:
+    """Read a stored image back to float32 values (offset/scale from the TIFF itself unless given)."""
+    path = Path(path)
+    if path.suffix == ".tif":
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            stored = page.asarray()
+            if offset is None or scale is None:
+                meta = json.loads(page.description or "{}").get("mammokit", {})
+                offset = meta.get("offset", 0.0) if offset is None else offset
+                scale = meta.get("scale", 1.0) if scale is None else scale
+    else:
+        stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if stored is None:
+            raise OSError(f"{path}: cannot read image")
+        if offset is None or scale is None:
+            raise ValueError(f"{path}: PNG images need the offset and scale from preprocessed.parquet")
+    return decode_uint16(stored, float(offset), float(scale))
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Write a boolean mask as an 8-bit PNG (0/255)."""
+    data = np.where(mask, 255, 0).astype(np.uint8)
+
+    def _write(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), data):
+            raise OSError(f"{path}: OpenCV could not write the mask")
+
+    atomic_write(path, _write)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask written by `write_mask` (or any 8-bit PNG: nonzero = inside)."""
+    data = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if data is None:
+        raise OSError(f"{path}: cannot read mask")
+    return data > 0
