@@ -1,0 +1,95 @@
+"""Patient-level splits and folds: no patient in two splits, label and site stratification within bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammokit.data.splits import assign_splits, check_patient_disjoint, patient_kfold, patient_table
+
+
+def cohort(n_patients: int = 600, seed: int = 0) -> pd.DataFrame:
+    """Rows = images; ~12 % of patients positive (one positive row); three sites of 60/30/10 %."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        site = rng.choice(["A", "B", "C"], p=[0.6, 0.3, 0.1])
+        positive = rng.random() < 0.12
+        n = int(rng.integers(1, 5))
+        for r in range(n):
+            rows.append({"patient": f"P{p:04d}", "site": site, "cancer": int(positive and r == n - 1)})
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def test_assign_splits_keeps_patients_whole_and_stratifies() -> None:
+    df = cohort()
+    split = assign_splits(df, patient_col="patient", label_col="cancer", site_col="site", seed=0)
+    assert split.index.equals(df.index) and set(split) == {"train", "val", "test"}
+    df = df.assign(split=split)
+    check_patient_disjoint(df, split_col="split", patient_col="patient")
+    patients = patient_table(df, patient_col="patient", label_col="cancer", site_col="site")
+    patients["split"] = df.groupby("patient")["split"].first()
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    n_pos = int(patients["label"].sum())
+    for name, frac in fractions.items():
+        members = patients[patients["split"] == name]
+        assert abs(len(members) - frac * len(patients)) <= 1
+        assert abs(members["label"].sum() - frac * n_pos) <= 2
+        for site, group in patients.groupby("site"):
+            assert abs((members["site"] == site).sum() - frac * len(group)) <= 4, (name, site)
+            positives = group["label"].sum()
+            assert abs(((members["site"] == site) & (members["label"] == 1)).sum() - frac * positives) <= 2
+
+
+def test_assign_splits_is_seeded() -> None:
+    df = cohort(200)
+    a = assign_splits(df, patient_col="patient", label_col="cancer", seed=4)
+    b = assign_splits(df, patient_col="patient", label_col="cancer", seed=4)
+    c = assign_splits(df, patient_col="patient", label_col="cancer", seed=5)
+    assert a.equals(b) and not a.equals(c)
+
+
+def test_kfold_is_patient_disjoint_and_keeps_the_positive_rate() -> None:
+    df = cohort()
+    k = 5
+    folds = patient_kfold(df, k, patient_col="patient", label_col="cancer", site_col="site", seed=1)
+    assert len(folds) == k
+    all_val = np.concatenate([val for _, val in folds])
+    np.testing.assert_array_equal(np.sort(all_val), np.arange(len(df)))  # every row validated exactly once
+    patient_pos = df.groupby("patient")["cancer"].max()
+    n_pos = int(patient_pos.sum())
+    overall_rate = df["cancer"].mean()
+    for train, val in folds:
+        assert set(df["patient"].iloc[train]).isdisjoint(df["patient"].iloc[val])
+        assert len(train) + len(val) == len(df)
+        val_patients = df["patient"].iloc[val].unique()
+        assert abs(patient_pos[val_patients].sum() - n_pos / k) <= 2
+        assert abs(len(val_patients) - len(patient_pos) / k) <= 1
+        assert abs(df["cancer"].iloc[val].mean() - overall_rate) < 0.03
+
+
+def test_rare_positives_are_spread_one_or_two_per_fold() -> None:
+    df = pd.DataFrame({"patient": [f"P{i}" for i in range(50)], "cancer": [1] * 7 + [0] * 43})
+    folds = patient_kfold(df, 5, patient_col="patient", label_col="cancer", seed=0)
+    assert sorted(int(df["cancer"].iloc[val].sum()) for _, val in folds) == [1, 1, 1, 2, 2]
+
+
+def test_leak_is_detected() -> None:
+    df = pd.DataFrame({"patient": ["a", "a", "b"], "split": ["train", "test", "val"]})
+    with pytest.raises(ValueError, match="'a'"):
+        check_patient_disjoint(df, split_col="split", patient_col="patient")
+
+
+def test_bad_arguments_are_named() -> None:
+    df = cohort(30)
+    with pytest.raises(ValueError, match="label_col='label'"):
+        assign_splits(df, patient_col="patient", label_col="label")
+    with pytest.raises(ValueError, match="fractions"):
+        assign_splits(df, patient_col="patient", label_col="cancer", fractions={"train": 0.5, "val": 0.2})
+    with pytest.raises(ValueError, match="k=1"):
+        patient_kfold(df, 1, patient_col="patient", label_col="cancer")
+    broken = df.astype({"cancer": float})
+    broken.loc[3, "cancer"] = np.nan
+    with pytest.raises(ValueError, match="missing values"):
+        patient_kfold(broken, 3, patient_col="patient", label_col="cancer")
