@@ -1,0 +1,90 @@
+"""Breast mask and crop on phantoms with labels, padding, implants, and different bit depths and offsets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mammokit.preprocess.mask import breast_mask, crop_box, mask_to_original, robust_threshold
+from test_preprocess_phantom import dice, make_phantom
+
+CASES = {
+    "plain": {},
+    "label": {"label": True},
+    "padding": {"padding_px": 20},
+    "implant": {"implant": True},
+    "10bit+offset": {"bits": 10, "offset": 500.0},
+    "16bit-negative-flipped": {"bits": 16, "offset": -1000.0, "chest_wall_left": False},
+    "cc-everything": {"view": "CC", "label": True, "implant": True, "padding_px": 15},
+}
+
+
+def crop_quality(box: tuple[int, int, int, int], truth: np.ndarray) -> tuple[float, float]:
+    """(fraction of true breast pixels inside the box, box area / true breast bounding-box area)."""
+    x0, y0, x1, y1 = box
+    inside = truth[y0:y1, x0:x1].sum() / truth.sum()
+    rows, cols = np.flatnonzero(truth.any(1)), np.flatnonzero(truth.any(0))
+    bbox_area = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    return float(inside), (x1 - x0) * (y1 - y0) / bbox_area
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mask_and_crop_quality(case: str, seed: int) -> None:
+    ph = make_phantom(seed=seed, **CASES[case])
+    bm = breast_mask(ph.pixels, ph.padding if ph.padding.any() else None)
+    assert not bm.warnings
+    assert dice(mask_to_original(bm), ph.breast) > 0.99
+    box = crop_box(bm, ph.spacing_mm, margin_mm=2.0)
+    kept, ratio = crop_quality(box, ph.breast)
+    assert kept >= 0.995
+    assert ratio <= 1.15
+    x0, y0, x1, y1 = box
+    for lx0, ly0, lx1, ly1 in ph.lesion_boxes:
+        assert x0 <= lx0 and y0 <= ly0 and lx1 <= x1 and ly1 <= y1
+
+
+def test_label_padding_and_implant_are_handled() -> None:
+    ph = make_phantom(view="CC", label=True, implant=True, padding_px=15)
+    full = mask_to_original(breast_mask(ph.pixels, ph.padding))
+    rows, cols = ph.pixels.shape
+    label = np.zeros_like(full)
+    label[int(0.05 * rows) : int(0.12 * rows), int(0.8 * cols) : int(0.95 * cols)] = True
+    assert not (full & label).any()
+    assert not (full & ph.padding).any()
+    yy, xx = np.indices(ph.pixels.shape) + 0.5
+    a, cy, b = 0.75 * cols, 0.5 * rows, 0.42 * rows
+    implant = ((xx - 0.35 * a) / (0.22 * a)) ** 2 + ((yy - cy) / (0.3 * b)) ** 2 < 1.0
+    assert full[implant].mean() == 1.0
+
+
+def test_threshold_is_affine_invariant() -> None:
+    ph = make_phantom(seed=3)
+    m1 = breast_mask(ph.pixels).mask
+    m2 = breast_mask(ph.pixels * 3.7 + 12345.0).mask
+    assert dice(m1, m2) > 0.999
+
+
+def test_threshold_sits_near_air_not_between_tissues() -> None:
+    rng = np.random.default_rng(0)
+    air = rng.normal(100, 2, 6000)
+    fat, dense = rng.normal(400, 20, 3000), rng.normal(900, 40, 3000)
+    t = robust_threshold(np.concatenate([air, fat, dense]))
+    assert (air > t).mean() < 0.01  # above the air noise
+    assert t < 400 - 3 * 20  # far below the fatty tissue, which Otsu alone would split from dense tissue
+
+
+def test_constant_and_empty_images_give_whole_image_crop() -> None:
+    flat = np.full((300, 200), 7.0, np.float32)
+    bm = breast_mask(flat)
+    assert bm.box is None and bm.warnings
+    assert crop_box(bm, (0.1, 0.1)) == (0, 0, 200, 300)
+    padded = breast_mask(flat, padding_mask=np.ones(flat.shape, bool))
+    assert padded.box is None and "padding" in padded.warnings[0]
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        breast_mask(np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match="padding_mask"):
+        breast_mask(np.zeros((10, 10), np.float32), padding_mask=np.zeros((5, 5), bool))
