@@ -99,6 +99,40 @@ def index(
 
 
 @app.command()
+def preprocess(
+    index_path: Annotated[Path, typer.Argument(metavar="IMAGES_PARQUET", help="The index from `mammokit index`.")],
+    out: Annotated[Path, typer.Option(help="Store folder.")] = Path("store"),
+    config: Annotated[Path | None, typer.Option(help="preprocess.yaml (see configs/preprocess.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (runs on that cluster).")] = None,
+) -> None:
+    """Preprocess every indexed image into a store (resumable; failures go to failures.csv)."""
+    from mammokit.config import load_config
+    from mammokit.preprocess.config import PreprocessConfig
+    from mammokit.preprocess.pipeline import run_pipeline
+
+    cfg = load_config(PreprocessConfig, config, set_)
+    summary = run_pipeline(index_path, out, cfg, workers=workers, scheduler=scheduler)
+    typer.echo(_format_summary(summary))
+    if summary["failed"]:
+        typer.echo(f"{summary['failed']} images failed: see {out / 'failures.csv'}")
+
+
+@app.command()
+def show(
+    store: Annotated[Path, typer.Argument(help="A preprocessed store.")],
+    image_id: Annotated[str, typer.Argument(help="image_id (SOP Instance UID) from preprocessed.parquet.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("show.png"),
+    height: Annotated[int, typer.Option(help="Picture height in pixels.")] = 720,
+) -> None:
+    """Draw one stored image: original with crop and lesions, stored frame with mask, pectoral line and lesions."""
+    from mammokit.preprocess.show import write_show
+
+    typer.echo(str(write_show(store, image_id, out, height)))
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo"),
     exams: Annotated[int, typer.Option(help="Synthetic exams to generate.")] = 8,

@@ -38,7 +38,8 @@ class IndexResult:
 def candidate_files(src: Path) -> list[Path]:
     """Every regular file under `src` that could be DICOM (DICOM files often have no extension)."""
     return sorted(
-        p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SKIP_SUFFIXES
+        p for p in src.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SKIP_SUFFIXES
     )
 
 
@@ -117,7 +118,8 @@ def scan(src: str | Path, *, workers: int = 1, salt: str | None = None) -> Index
         dup = images.duplicated("image_id", keep="first")
         first_path = images.drop_duplicates("image_id").set_index("image_id")["path"]
         for _, row in images[dup].iterrows():
-            skipped.append({"path": row["path"], "reason": f"duplicate SOP Instance UID of {first_path[row['image_id']]}"})
+            reason = f"duplicate SOP Instance UID of {first_path[row['image_id']]}"
+            skipped.append({"path": row["path"], "reason": reason})
         images = images[~dup].reset_index(drop=True)
     skipped_df = pd.DataFrame(skipped, columns=["path", "reason"])
     return IndexResult(images, skipped_df, time.perf_counter() - t0)

@@ -1,0 +1,24 @@
+"""The `mammokit preprocess` configuration (YAML via `--config`, validated by pydantic)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from mammokit.config import StrictModel
+
+
+class PreprocessConfig(StrictModel):
+    """Every setting that changes the stored images; its hash decides what a re-run may skip."""
+
+    spacing_mm: float = 0.1  # isotropic output spacing (0.05–0.07 for full-resolution work)
+    resample_method: Literal["area", "sitk"] = "area"  # area = OpenCV fast path; sitk = SimpleITK reference
+    fallback_spacing_mm: float | None = None  # used when the DICOM gives no trusted spacing; None = refuse the image
+    margin_mm: float = 2.0  # crop margin around the breast
+    coarse_long_side: int = 512  # the breast mask is computed on a copy this size
+    orientation_prefer: Literal["content", "metadata"] = "content"
+    pectoral: Literal["off", "mask", "suppress"] = "mask"  # MLO: record the muscle mask, or also flatten it
+    global_long_side: int = 1024  # long side of the stored global image (2048–3072 at full resolution)
+    patch_size: int = 512  # dense-grid patch side, stored-image pixels
+    patch_stride: int | None = None  # default patch_size // 2
+    patch_min_breast_fraction: float = 0.1
+    image_format: Literal["tiff", "png"] = "tiff"

@@ -1,0 +1,248 @@
+"""Run the preprocessing steps over an index: local process pool or a Dask cluster, resumable, atomic.
+
+Per image (see `mammokit.preprocess` for the order): read → mask → orient → crop → resample → flip → pectoral →
+stats → global image → patch grid → write. Each image's files are written atomically and its record
+(`records/<name>.json`) is written last: an image is done exactly when its record exists with the current config
+hash. A killed run therefore loses nothing already written, and a re-run skips what is done. A failing image
+becomes a row of `failures.csv` with its reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed as cf_as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammokit.config import config_hash
+from mammokit.dicom import DicomReadError, read_dicom
+from mammokit.io import atomic_write, atomic_write_text
+from mammokit.preprocess import (
+    IntensityStats,
+    StatsAggregator,
+    apply_transform,
+    breast_mask,
+    crop_box,
+    decide_orientation,
+    detect_pectoral,
+    global_image,
+    intensity_stats,
+    original_to_stored_boxes,
+    original_to_stored_mask,
+    patch_grid,
+    plan_transform,
+    suppress_pectoral,
+    view_group,
+)
+from mammokit.preprocess.config import PreprocessConfig
+from mammokit.preprocess.store import FORMATS, write_image, write_mask
+
+log = logging.getLogger(__name__)
+CARRY_COLUMNS = ("image_id", "patient_id", "exam_id", "study_uid", "sop_uid", "path", "laterality", "view", "rows",
+                 "columns", "manufacturer", "manufacturer_model", "presentation_intent", "photometric", "bits_stored",
+                 "cancer", "benign", "birads", "density", "site", "split_group", "split")
+
+
+def file_stem(image_id: str) -> str:
+    """A filesystem-safe, unique name for an image id (UIDs pass through; anything else is hashed)."""
+    safe = all(c.isalnum() or c in "._-" for c in image_id) and 0 < len(image_id) <= 128
+    return image_id if safe else hashlib.sha1(image_id.encode()).hexdigest()
+
+
+def _stat_columns(prefix: str, stats: dict[str, Any]) -> dict[str, float]:
+    out = {f"{prefix}{k}": float(stats[k]) for k in ("count", "mean", "std", "min", "max")}
+    out.update({f"{prefix}{k.replace('.', '_')}": float(v) for k, v in stats["percentiles"].items()})
+    return out
+
+
+def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str) -> dict[str, Any]:
+    """Preprocess one index row into the store; returns its record (also written to records/<stem>.json)."""
+    cfg = PreprocessConfig.model_validate(cfg_dict)
+    store_path = Path(store)
+    stem = file_stem(str(row["image_id"]))
+    img = read_dicom(row["path"])
+    if img.spacing_mm is not None:
+        spacing = img.spacing_mm
+    elif cfg.fallback_spacing_mm is not None:
+        spacing = (cfg.fallback_spacing_mm, cfg.fallback_spacing_mm)
+        img.warnings.append(f"no trusted pixel spacing; used fallback {cfg.fallback_spacing_mm} mm")
+    else:
+        raise DicomReadError(row["path"], "no trusted pixel spacing (set fallback_spacing_mm to use a default)")
+    bm = breast_mask(img.pixels, img.padding_mask, coarse_long_side=cfg.coarse_long_side)
+    if bm.box is None:
+        raise ValueError(f"{row['path']}: no breast found ({'; '.join(bm.warnings) or 'empty mask'})")
+    orient = decide_orientation(bm.mask, img.laterality, img.patient_orientation, prefer=cfg.orientation_prefer)
+    box = crop_box(bm, spacing, margin_mm=cfg.margin_mm)
+    record = plan_transform(img.pixels.shape, spacing, box, target_spacing_mm=cfg.spacing_mm, flip=orient.flip)
+    stored = apply_transform(img.pixels, record, method=cfg.resample_method)
+    mask = original_to_stored_mask(bm.mask, record, bm.scale)
+    group = view_group(img.view)
+    pect_info: dict[str, Any] = {"pectoral_found": False, "pectoral_line": None, "pectoral_reason": "not an MLO view"}
+    pect_path = None
+    if group == "MLO" and cfg.pectoral != "off":
+        pect = detect_pectoral(stored, mask, spacing_mm=record.output_spacing_mm[0])
+        pect_info = {"pectoral_found": pect.found, "pectoral_line": json.dumps(pect.line) if pect.line else None,
+                     "pectoral_reason": pect.reason}
+        if pect.found:
+            pect_path = f"masks/{stem}_pectoral.png"
+            write_mask(store_path / pect_path, pect.mask)
+            if cfg.pectoral == "suppress":
+                stored = suppress_pectoral(stored, pect.mask)
+    stats = intensity_stats(stored, mask)
+    background = float(stats.min) - 1.0  # one constant below all tissue, so loaders can tell air from breast
+    stored = np.where(mask, stored, np.float32(background)).astype(np.float32)
+    suffix = FORMATS[cfg.image_format]
+    image_path, global_path, mask_path = f"images/{stem}{suffix}", f"global/{stem}{suffix}", f"masks/{stem}_breast.png"
+    enc = write_image(store_path / image_path, stored)
+    glob_img, glob_scale = global_image(stored, cfg.global_long_side)
+    genc = write_image(store_path / global_path, glob_img)
+    write_mask(store_path / mask_path, mask)
+    patches = patch_grid(mask, cfg.patch_size, cfg.patch_stride, cfg.patch_min_breast_fraction)
+    lesions = json.loads(row.get("lesions") or "[]")
+    stored_lesions = []
+    if lesions:
+        boxes = np.array([[d["x0"], d["y0"], d["x1"], d["y1"]] for d in lesions], dtype=np.float64)
+        for d, b in zip(lesions, original_to_stored_boxes(boxes, record), strict=True):
+            stored_lesions.append({**d, "x0": float(b[0]), "y0": float(b[1]), "x1": float(b[2]), "y1": float(b[3])})
+    out: dict[str, Any] = {k: row.get(k) for k in CARRY_COLUMNS if k in row}
+    out.update(
+        view_group=group, image_path=image_path, offset=enc["offset"], scale=enc["scale"],
+        global_path=global_path, global_offset=genc["offset"], global_scale=genc["scale"],
+        global_scale_row=glob_scale[0], global_scale_col=glob_scale[1],
+        breast_mask_path=mask_path, pectoral_mask_path=pect_path, background=background,
+        height=int(stored.shape[0]), width=int(stored.shape[1]), spacing_mm=float(record.output_spacing_mm[0]),
+        source_spacing_row_mm=float(spacing[0]), source_spacing_col_mm=float(spacing[1]),
+        spacing_source=img.spacing_source, flip=bool(record.flip), crop_x0=box[0], crop_y0=box[1], crop_x1=box[2],
+        crop_y1=box[3], transform=json.dumps(record.to_dict()), orientation_source=orient.source,
+        orientation_disagreement=bool(orient.disagreement), orientation_reason=orient.reason,
+        mask_threshold=float(bm.threshold), mask_warnings="; ".join(bm.warnings), read_warnings="; ".join(img.warnings),
+        lesions_stored=json.dumps(stored_lesions), n_patches=len(patches.boxes),
+        patches=json.dumps({"boxes": patches.boxes.tolist(), "breast_fraction": patches.breast_fraction.tolist(),
+                            "patch_size": patches.patch_size, "stride": patches.stride}),
+        config_hash=cfg_hash, stats=json.dumps(stats.to_dict()), **pect_info,
+    )
+    out.update(_stat_columns("stat_", stats.to_dict()))
+    atomic_write_text(store_path / "records" / f"{stem}.json", json.dumps(out, default=_json_default))
+    return out
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _safe_process(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str) -> dict[str, Any]:
+    """`process_image` that never raises: a failure comes back as {"_failed": reason}."""
+    try:
+        return process_image(row, store, cfg_dict, cfg_hash)
+    except DicomReadError as err:
+        return {"_failed": err.reason, "image_id": row.get("image_id"), "path": row.get("path")}
+    except Exception as err:  # any other problem with one image must not stop the batch
+        log.debug("preprocess failure on %s\n%s", row.get("path"), traceback.format_exc())
+        return {"_failed": f"{type(err).__name__}: {err}", "image_id": row.get("image_id"), "path": row.get("path")}
+
+
+def load_done(store: Path, image_id: str, cfg_hash: str) -> dict[str, Any] | None:
+    """The record of an image already preprocessed with this config, or None."""
+    path = store / "records" / f"{file_stem(image_id)}.json"
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if rec.get("config_hash") == cfg_hash else None
+
+
+def _futures(workers: int, scheduler: str | None) -> tuple[Any, Callable[..., Iterator[Any]], Callable[[], None]]:
+    """(executor with .submit, as_completed, close): a process pool, or a Dask client with the same futures API."""
+    if scheduler:
+        from distributed import Client
+        from distributed import as_completed as dask_as_completed
+
+        client = Client(scheduler)
+        return client, dask_as_completed, client.close
+    pool = ProcessPoolExecutor(max_workers=max(1, workers))
+    return pool, cf_as_completed, lambda: pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_pipeline(
+    index: str | Path | pd.DataFrame,
+    store: str | Path,
+    cfg: PreprocessConfig | None = None,
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Preprocess every row of `index` into `store`; writes preprocessed.parquet, view_stats.json, failures.csv."""
+    from tqdm import tqdm
+
+    cfg = cfg or PreprocessConfig()
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    table = pd.read_parquet(index) if not isinstance(index, pd.DataFrame) else index
+    h = config_hash(cfg)
+    atomic_write_text(store / "preprocess_config.json", json.dumps({"config": cfg.model_dump(), "config_hash": h}))
+    rows = [{k: (None if _is_missing(v) else v) for k, v in r.items()} for r in table.to_dict("records")]
+    records, failures, todo = [], [], []
+    for r in rows:
+        done = load_done(store, str(r["image_id"]), h)
+        (records.append(done) if done else todo.append(r))
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", disable=not progress, desc="preprocess")
+    results: list[dict[str, Any]] = []
+    if todo and workers <= 1 and not scheduler:
+        for r in todo:
+            results.append(_safe_process(r, str(store), cfg.model_dump(), h))
+            bar.update(1)
+    elif todo:
+        executor, as_completed, close = _futures(workers, scheduler)
+        try:
+            futures = [executor.submit(_safe_process, r, str(store), cfg.model_dump(), h) for r in todo]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                bar.update(1)
+        finally:
+            close()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    for res in results:
+        (failures.append({"image_id": res["image_id"], "path": res["path"], "reason": res["_failed"]})
+         if "_failed" in res else records.append(res))
+    return _write_outputs(store, records, failures, {
+        "images": len(rows), "processed": len(results) - len(failures), "skipped_done": len(rows) - len(todo),
+        "failed": len(failures), "seconds": round(seconds, 2),
+        "images_per_hour": round(len(results) / seconds * 3600) if seconds > 0 and results else None,
+        "config_hash": h,
+    })
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _write_outputs(store: Path, records: list[dict], failures: list[dict], summary: dict[str, Any]) -> dict[str, Any]:
+    table = pd.DataFrame(records)
+    if not table.empty:
+        table = table.sort_values("image_id").reset_index(drop=True)
+    atomic_write(store / "preprocessed.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+    agg = StatsAggregator()
+    for rec in records:
+        agg.add(rec.get("view"), IntensityStats.from_dict(json.loads(rec["stats"])))
+    groups = {g: s.to_dict() for g, s in agg.result().items()}
+    atomic_write_text(store / "view_stats.json", json.dumps(groups, indent=1, default=_json_default))
+    fail_df = pd.DataFrame(failures, columns=["image_id", "path", "reason"])
+    atomic_write(store / "failures.csv", lambda tmp: fail_df.to_csv(tmp, index=False))
+    atomic_write_text(store / "summary.json", json.dumps(summary, indent=1))
+    return summary
