@@ -24,7 +24,9 @@ log = logging.getLogger("mammokit")
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints through its own handler
 
 
 def _split_csv(text: str | None) -> list[str] | None:
@@ -130,6 +132,28 @@ def show(
     from mammokit.preprocess.show import write_show
 
     typer.echo(str(write_show(store, image_id, out, height)))
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="Training YAML (see configs/train_demo.yaml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Train an ensemble over these seeds, e.g. 0,1,2.")] = None,
+    folds: Annotated[int | None, typer.Option(help="Train an ensemble over K patient-level folds.")] = None,
+) -> None:
+    """Train a model from a preprocessed store; writes runs/NAME/ with logs, checkpoints and a released model."""
+    from mammokit.config import load_config
+    from mammokit.training.config import TrainConfig
+    from mammokit.training.run import train as run_train
+    from mammokit.training.run import train_ensemble
+
+    cfg = load_config(TrainConfig, config, set_)
+    if seeds or folds:
+        seed_list = [int(s) for s in _split_csv(seeds)] if seeds else None
+        run_dir = train_ensemble(cfg, seeds=seed_list, folds=folds)
+    else:
+        run_dir = run_train(cfg)
+    typer.echo(f"run: {run_dir}\nreleased model: {run_dir / 'model'}")
 
 
 @app.command()

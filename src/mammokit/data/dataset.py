@@ -121,29 +121,29 @@ class ExamDataset(Dataset):
         """Group rows into items: lists of (slot, row index) plus labels and ids."""
         t = self.table
         slots = [view_slot(lat, vg) for lat, vg in zip(t["laterality"], t["view_group"], strict=True)]
-        t = t.assign(_slot=slots)
+        t = t.assign(slot_idx=slots)
         items: list[dict[str, Any]] = []
         if self.level == "view":
             for i, row in t.iterrows():
-                if row["_slot"] is None:
+                if row["slot_idx"] is None:
                     continue
                 items.append({"rows": [(0, i)], "exam_id": row["exam_id"], "patient_id": row["patient_id"],
                               "breasts": {row["laterality"]: _label(row.get("cancer"))},
                               "laterality": row["laterality"]})
             return items
         for exam_id, exam in t.groupby("exam_id", sort=True):
-            usable = exam[exam["_slot"].notna()].sort_values("image_id")
+            usable = exam[exam["slot_idx"].notna()].sort_values("image_id")
             if usable.empty:
                 continue
             breasts = {lat: _label(grp["cancer"].iloc[0]) for lat, grp in usable.groupby("laterality")}
-            first_per_slot = usable.drop_duplicates("_slot")
+            first_perslot_idx = usable.drop_duplicates("slot_idx")
             pid = usable["patient_id"].iloc[0]
             if self.level == "exam":
-                items.append({"rows": [(int(r._slot), int(r.Index)) for r in first_per_slot.itertuples()],
+                items.append({"rows": [(int(r.slot_idx), int(r.Index)) for r in first_perslot_idx.itertuples()],
                               "exam_id": exam_id, "patient_id": pid, "breasts": breasts})
             else:
-                for lat, grp in first_per_slot.groupby("laterality"):
-                    items.append({"rows": [(int(r._slot), int(r.Index)) for r in grp.itertuples()],
+                for lat, grp in first_perslot_idx.groupby("laterality"):
+                    items.append({"rows": [(int(r.slot_idx), int(r.Index)) for r in grp.itertuples()],
                                   "exam_id": exam_id, "patient_id": pid, "breasts": {lat: breasts[lat]},
                                   "laterality": lat})
         return items
@@ -210,12 +210,12 @@ class ExamDataset(Dataset):
         rng = item_rng(self.seed, epoch, index) if self.augment is not None else None
         h, w = self.input_size
         hf, wf = self._full_size()
-        n_slots = 1 if self.level == "view" else 4
-        images = np.zeros((n_slots, 1, h, w), np.float32)
-        full = np.zeros((n_slots, 1, hf, wf), np.float32)
-        view_mask = np.zeros(n_slots, bool)
-        image_ids = [""] * n_slots
-        boxes: list[np.ndarray] = [np.zeros((0, 4), np.float32)] * n_slots
+        nslot_idxs = 1 if self.level == "view" else 4
+        images = np.zeros((nslot_idxs, 1, h, w), np.float32)
+        full = np.zeros((nslot_idxs, 1, hf, wf), np.float32)
+        view_mask = np.zeros(nslot_idxs, bool)
+        image_ids = [""] * nslot_idxs
+        boxes: list[np.ndarray] = [np.zeros((0, 4), np.float32)] * nslot_idxs
         for slot, row_idx in item["rows"]:
             row = self.table.iloc[row_idx]
             g, f, info = self._render(row, rng)

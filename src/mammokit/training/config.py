@@ -77,7 +77,10 @@ class TrainerConfig(StrictModel):
     monitor: str = "val/exam_auc"
     monitor_mode: Literal["max", "min"] = "max"
     log_every_n_steps: int = 10
-    max_steps_per_epoch: int | None = None
+    max_steps_per_epoch: int | None = None  # cap on batches per epoch (quick runs)
+    max_steps: int = -1  # stop after this many optimiser steps in a stage (-1 = no cap)
+    checkpoint_every_n_steps: int | None = None  # also checkpoint mid-epoch (resume after a kill)
+    progress_bar: bool = True
     deterministic: bool = True
 
 

@@ -1,0 +1,126 @@
+"""LightningDataModule over a preprocessed store: patient-level splits, case-balanced DDP-aware sampling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mammokit.data.augment import build_augment, worker_init_fn
+from mammokit.data.dataset import ExamDataset, collate
+from mammokit.data.sampler import BalancedCaseSampler
+from mammokit.data.splits import assign_splits
+from mammokit.training.config import DataConfig
+
+DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.2}
+
+
+def load_store_table(store: str | Path) -> pd.DataFrame:
+    """`preprocessed.parquet` of a store, with a clear error when the store is missing or empty."""
+    path = Path(store) / "preprocessed.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `mammokit preprocess` first")
+    table = pd.read_parquet(path)
+    if table.empty:
+        raise ValueError(f"{path}: the store holds no images")
+    return table
+
+
+def with_splits(table: pd.DataFrame, *, seed: int, fractions: dict[str, float] | None = None) -> pd.DataFrame:
+    """Add a `split` column by patient (stratified by cancer and site) unless the table already has one."""
+    if "split" in table.columns and table["split"].notna().all():
+        return table
+    exam_label = table.groupby("exam_id")["cancer"].transform(lambda s: float((s == 1).any()))
+    work = table.assign(_exam_label=exam_label.fillna(0).astype(int))
+    site = "site" if "site" in work.columns and work["site"].notna().all() else None
+    split = assign_splits(work, patient_col="patient_id", label_col="_exam_label", site_col=site,
+                          fractions=fractions or DEFAULT_FRACTIONS, seed=seed)
+    return table.assign(split=split.values)
+
+
+class MammoDataModule(L.LightningDataModule):
+    """Train/val loaders; the train sampler is built when the loader is requested, so DDP rank/world are known."""
+
+    def __init__(self, config: DataConfig, table: pd.DataFrame, *, seed: int = 0, epochs: int = 1,
+                 max_steps_per_epoch: int | None = None) -> None:
+        super().__init__()
+        self.cfg = config
+        self.table = table
+        self.seed = seed
+        self.epochs = max(1, epochs)
+        self.max_steps_per_epoch = max_steps_per_epoch
+        self.resume_skip_batches = 0  # set by the module when resuming mid-epoch
+        store = Path(config.store)
+        stats_path = store / "view_stats.json"
+        self.view_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+        self.train_set = self._dataset(config.train_split, augment=True)
+        self.val_set = self._dataset(config.val_split, augment=False)
+
+    def _dataset(self, split: str, *, augment: bool) -> ExamDataset:
+        rows = self.table[self.table["split"] == split]
+        if rows.empty:
+            present = sorted(self.table["split"].unique())
+            raise ValueError(f"split {split!r} is empty in {self.cfg.store} (splits present: {present})")
+        return ExamDataset(
+            rows, self.cfg.store, level=self.cfg.level, input_size=self.cfg.input_size, full_scale=self.cfg.full_scale,
+            normalization=self.cfg.normalization, view_stats=self.view_stats,
+            augment=build_augment(self.cfg.augment) if augment else None, seed=self.seed,
+        )
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        n = self.cfg.num_workers
+        return {"batch_size": self.cfg.batch_size, "num_workers": n, "collate_fn": collate,
+                "worker_init_fn": worker_init_fn if n else None, "persistent_workers": False}
+
+    def train_sampler(self) -> BalancedCaseSampler:
+        """Case-level balanced sampler for this rank (labels: exam positive if any breast has cancer)."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        n = len(self.train_set)
+        if self.max_steps_per_epoch:
+            n = min(n, self.max_steps_per_epoch * self.cfg.batch_size * world)
+        return BalancedCaseSampler(
+            self.train_set.item_groups(), self.train_set.item_labels(), ratio_start=self.cfg.positive_ratio,
+            ratio_end=self.cfg.positive_ratio_end, ramp_epochs=self.epochs, num_samples=n, num_replicas=world,
+            rank=rank, seed=self.seed, drop_last=True, with_epoch=True,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = ResumableSampler(self.train_sampler(), self.resume_skip_batches * self.cfg.batch_size)
+        self.resume_skip_batches = 0
+        return DataLoader(self.train_set, sampler=sampler, **self._loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            sampler = DistributedSampler(self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                         shuffle=False)
+        return DataLoader(self.val_set, sampler=sampler, shuffle=False, **self._loader_kwargs())
+
+
+class ResumableSampler:
+    """Wraps a sampler so the first epoch after a mid-epoch resume skips the items already trained on.
+
+    The length stays the full epoch's (Lightning counts the restored batches), only the iteration starts later, so
+    a resumed run sees exactly the data order of an uninterrupted one.
+    """
+
+    def __init__(self, sampler: BalancedCaseSampler, skip: int = 0) -> None:
+        self.sampler = sampler
+        self.skip = max(0, int(skip))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        items = list(iter(self.sampler))
+        skip, self.skip = self.skip, 0
+        return iter(items[skip:] if skip < len(items) else items)

@@ -1,0 +1,145 @@
+"""The LightningModule: one model from the registry, `MammoLoss`, AdamW + warmup/cosine, AUC validation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from mammokit.evaluation.metrics import roc_auc
+from mammokit.models import create_model
+from mammokit.training.losses import MammoLoss
+from mammokit.training.optim import build_optimizer
+
+MODEL_INPUT_KEYS = ("image", "images", "full", "view_mask", "laterality", "patch_boxes", "patch_mask")
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The keys of a loader batch that the models read."""
+    return {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+
+
+def loss_targets(batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Targets for `MammoLoss`: breast/exam labels plus per-view labels for the per-view auxiliary logits."""
+    labels = batch["breast_labels"]
+    targets = {"breast_labels": labels, "breast_mask": batch["breast_mask"], "exam_label": batch["exam_label"],
+               "exam_mask": ~torch.isnan(batch["exam_label"])}
+    if "view_mask" in batch:  # multi-view: slot v belongs to breast v // 2
+        view_labels = labels.repeat_interleave(2, dim=1)
+        targets["view_labels"] = view_labels
+        targets["view_mask"] = batch["view_mask"] & ~torch.isnan(view_labels)
+    else:  # single view: its breast's label
+        side = batch["laterality"].long()
+        view_labels = labels.gather(1, side[:, None])[:, 0]
+        targets["view_labels"] = view_labels
+        targets["view_mask"] = ~torch.isnan(view_labels)
+    # the model's breast mask says which breast columns are real (a single view fills one)
+    if "breast_mask" in outputs:
+        targets["breast_mask"] = targets["breast_mask"] & outputs["breast_mask"]
+    return targets
+
+
+class MammoModule(L.LightningModule):
+    """Training wrapper; hyper-parameters are saved so checkpoints rebuild the same model.
+
+    Args:
+        model_name / model_kwargs: registry name and overrides (`mammokit.models.create_model`).
+        loss_kwargs: `MammoLoss` settings.
+        lr, backbone_lr, weight_decay, warmup_fraction: optimiser and schedule.
+        total_steps: optimiser steps of the current stage (for the cosine schedule).
+        trainable: parameter-name prefixes to train ("all" = everything); frozen: prefixes to freeze.
+        seed: model initialisation seed.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        model_kwargs: dict[str, Any] | None = None,
+        loss_kwargs: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        backbone_lr: float | None = None,
+        weight_decay: float = 1e-4,
+        warmup_fraction: float = 0.1,
+        total_steps: int = 1000,
+        trainable: list[str] | None = None,
+        frozen: list[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(model_name, seed=seed, **(model_kwargs or {}))
+        self.loss_fn = MammoLoss(loss_kwargs or {})
+        self.set_trainable(trainable or ["all"], frozen or [])
+        self._val: list[dict[str, np.ndarray]] = []
+
+    def set_trainable(self, trainable: list[str], frozen: list[str]) -> None:
+        """Train parameters whose name starts with a `trainable` prefix ("all" = all), minus `frozen` prefixes."""
+        for name, p in self.model.named_parameters():
+            on = "all" in trainable or any(name.startswith(t) for t in trainable)
+            p.requires_grad_(on and not any(name.startswith(f) for f in frozen))
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return self.model(model_inputs(batch))
+
+    def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
+        outputs = self(batch)
+        loss, parts = self.loss_fn(outputs, loss_targets(batch, outputs))
+        return loss, parts, outputs
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, parts, _ = self._step(batch)
+        bs = len(batch["exam_id"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in parts.items():
+            if k != "total":
+                self.log(f"train/{k}", v, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, _, outputs = self._step(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["exam_id"]), sync_dist=True)
+        mask = outputs.get("breast_mask", batch["breast_mask"]) & batch["breast_mask"]
+        self._val.append({
+            "exam_logit": outputs["exam_logit"].detach().float().cpu().numpy(),
+            "exam_label": batch["exam_label"].cpu().numpy(),
+            "breast_logits": outputs["breast_logits"].detach().float().cpu().numpy(),
+            "breast_labels": batch["breast_labels"].cpu().numpy(),
+            "breast_known": mask.cpu().numpy(),
+        })
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        cat = {k: np.concatenate([v[k] for v in self._val]) for k in self._val[0]}
+        self._val.clear()
+        cat = {k: self._gather(v) for k, v in cat.items()}
+        ok = ~np.isnan(cat["exam_label"])
+        exam_auc = _safe_auc(cat["exam_label"][ok], cat["exam_logit"][ok])
+        known = cat["breast_known"].astype(bool) & ~np.isnan(cat["breast_labels"])
+        breast_auc = _safe_auc(cat["breast_labels"][known], cat["breast_logits"][known])
+        self.log("val/exam_auc", exam_auc, prog_bar=True, rank_zero_only=True)
+        self.log("val/breast_auc", breast_auc, prog_bar=True, rank_zero_only=True)
+
+    def _gather(self, array: np.ndarray) -> np.ndarray:
+        """Concatenate a per-rank array over DDP ranks (identity on one process)."""
+        if self.trainer is None or self.trainer.world_size <= 1:
+            return array
+        gathered = self.all_gather(torch.as_tensor(array))
+        return gathered.reshape(-1, *array.shape[1:]).cpu().numpy()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        warmup = math.ceil(hp.warmup_fraction * hp.total_steps)
+        opt, sched = build_optimizer(self.model, lr=hp.lr, weight_decay=hp.weight_decay, backbone_lr=hp.backbone_lr,
+                                     total_steps=hp.total_steps, warmup_steps=warmup)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _safe_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """AUC, or NaN when only one class is present (an early validation batch)."""
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc(y, s))

@@ -1,0 +1,93 @@
+"""Released models: `model.safetensors` + `config.json` (architecture, input, preprocessing, temperature, card).
+
+An ensemble is released the same way: its members' weights live in one safetensors file under `members.<i>.`, and
+`EnsembleModel` averages the members' logits (and saliency maps), so every consumer sees one model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mammokit import INTENDED_USE, __version__
+from mammokit.io import atomic_write, atomic_write_text
+from mammokit.models import create_model
+
+FORMAT = "mammokit-model/1"
+AVERAGED_KEYS = ("breast_logits", "exam_logit", "view_logits")
+
+
+class EnsembleModel(nn.Module):
+    """Averages the logits of member models that share one input format."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def example_input(self, batch_size: int = 1) -> dict[str, torch.Tensor]:
+        return self.members[0].example_input(batch_size)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        outs = [m(batch) for m in self.members]
+        merged = dict(outs[0])
+        for key in AVERAGED_KEYS:
+            if key in merged:
+                merged[key] = torch.stack([o[key] for o in outs]).mean(0)
+        if isinstance(merged.get("saliency"), torch.Tensor) and merged["saliency"].numel():
+            merged["saliency"] = torch.stack([o["saliency"] for o in outs]).mean(0)
+        merged["member_exam_logits"] = torch.stack([o["exam_logit"] for o in outs], dim=0)
+        return merged
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    """A model (or ensemble) from the `model` section of a released config."""
+    if spec["name"] == "ensemble":
+        return EnsembleModel([build_model(m) for m in spec["members"]])
+    return create_model(spec["name"], **spec.get("kwargs", {}))
+
+
+def save_released(out_dir: str | Path, model: nn.Module, config: dict[str, Any]) -> Path:
+    """Write `model.safetensors` and `config.json` (atomically) into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+    full = {"format": FORMAT, "mammokit_version": __version__, "intended_use": INTENDED_USE,
+            "temperature": 1.0, **config}
+    atomic_write_text(out_dir / "config.json", json.dumps(full, indent=2, default=str))
+    return out_dir
+
+
+def load_released(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a released model in eval mode; returns (model, config)."""
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{path}: no config.json (is this a released model folder?)")
+    config = json.loads(cfg_path.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{cfg_path}: unknown format {config.get('format')!r} (expected {FORMAT})")
+    model = build_model(config["model"])
+    state = load_file(str(path / "model.safetensors"), device=map_location)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the architecture (missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]})")
+    model.eval()
+    return model, config
+
+
+def set_temperature(path: str | Path, temperature: float, source: str) -> None:
+    """Store a fitted temperature in a released model's config.json."""
+    cfg_path = Path(path) / "config.json"
+    config = json.loads(cfg_path.read_text())
+    config["temperature"] = float(temperature)
+    config["temperature_source"] = source
+    atomic_write_text(cfg_path, json.dumps(config, indent=2, default=str))

@@ -1,0 +1,225 @@
+"""`mammokit train`: curriculum stages with Lightning, resumable, then a released model; ensembles of seeds/folds.
+
+runs/NAME/
+    config.yaml            the resolved configuration
+    splits.csv             exam → split (patient-level)
+    stages/<i>-<name>/     Lightning checkpoints (last.ckpt, best) and done.json once the stage finished
+    logs/                  CSV and TensorBoard logs per stage
+    metrics.csv            every logged value of every stage, one table
+    model/                 the released model (model.safetensors + config.json)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from mammokit.config import dump_config
+from mammokit.data.splits import patient_kfold
+from mammokit.io import atomic_write, atomic_write_text
+from mammokit.training.config import StageConfig, TrainConfig
+from mammokit.training.datamodule import MammoDataModule, load_store_table, with_splits
+from mammokit.training.module import MammoModule
+from mammokit.training.release import EnsembleModel, save_released
+
+log = logging.getLogger(__name__)
+
+
+class ResumeAwareModule(MammoModule):
+    """Tells the data module how many batches of the current epoch a resumed checkpoint already trained on."""
+
+    datamodule_ref: MammoDataModule | None = None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        loops = checkpoint.get("loops", {}).get("fit_loop", {})
+        progress = loops.get("epoch_loop.batch_progress", {}).get("current", {})
+        done = int(progress.get("processed", 0))
+        if self.datamodule_ref is not None and done:
+            per_epoch = len(self.datamodule_ref.train_sampler()) // self.datamodule_ref.cfg.batch_size
+            self.datamodule_ref.resume_skip_batches = done if done < per_epoch else 0
+
+
+def _stage_dir(run_dir: Path, index: int, stage: StageConfig) -> Path:
+    return run_dir / "stages" / f"{index}-{stage.name}"
+
+
+def _steps_per_epoch(dm: MammoDataModule, world: int = 1) -> int:
+    n = len(dm.train_set)
+    if dm.max_steps_per_epoch:
+        n = min(n, dm.max_steps_per_epoch * dm.cfg.batch_size * world)
+    return max(1, n // (dm.cfg.batch_size * world))
+
+
+def _stage_module(cfg: TrainConfig, stage: StageConfig, total_steps: int) -> ResumeAwareModule:
+    loss_kwargs = {**cfg.loss.kwargs, **stage.loss}
+    return ResumeAwareModule(
+        model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, loss_kwargs=loss_kwargs,
+        lr=stage.lr or cfg.optim.lr, backbone_lr=stage.backbone_lr or cfg.optim.backbone_lr,
+        weight_decay=cfg.optim.weight_decay, warmup_fraction=cfg.optim.warmup_fraction, total_steps=total_steps,
+        trainable=stage.train, frozen=stage.freeze, seed=cfg.seed,
+    )
+
+
+def _trainer(cfg: TrainConfig, stage_dir: Path, run_dir: Path, name: str, epochs: int) -> L.Trainer:
+    t = cfg.trainer
+    ckpt = ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best", monitor=t.monitor, mode=t.monitor_mode,
+                           save_last=True, save_top_k=1, every_n_train_steps=t.checkpoint_every_n_steps)
+    callbacks: list[Any] = [ckpt, LearningRateMonitor(logging_interval="step")]
+    if cfg.optim.ema_decay:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        callbacks.append(EMAWeightAveraging(decay=cfg.optim.ema_decay))
+    loggers = [CSVLogger(run_dir / "logs", name="csv", version=name),
+               TensorBoardLogger(run_dir / "logs", name="tensorboard", version=name)]
+    return L.Trainer(
+        max_epochs=epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, callbacks=callbacks, logger=loggers, log_every_n_steps=t.log_every_n_steps,
+        gradient_clip_val=cfg.optim.grad_clip, accumulate_grad_batches=cfg.optim.accumulate,
+        deterministic=t.deterministic, use_distributed_sampler=False, enable_progress_bar=t.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, max_steps=t.max_steps,
+    )
+
+
+def train_stages(cfg: TrainConfig, run_dir: Path, table: pd.DataFrame) -> tuple[MammoModule, dict[str, Any]]:
+    """Run every curriculum stage in order (skipping finished ones, resuming a killed one); returns the module."""
+    module: MammoModule | None = None
+    history: dict[str, Any] = {}
+    for i, stage in enumerate(cfg.stages):
+        stage_dir = _stage_dir(run_dir, i, stage)
+        dm = MammoDataModule(cfg.data, table, seed=cfg.seed, epochs=stage.epochs,
+                             max_steps_per_epoch=cfg.trainer.max_steps_per_epoch)
+        total = math.ceil(_steps_per_epoch(dm) * stage.epochs / max(1, cfg.optim.accumulate))
+        previous = module
+        module = _stage_module(cfg, stage, total)
+        module.datamodule_ref = dm
+        if previous is not None:
+            module.model.load_state_dict(previous.model.state_dict())
+        if stage.model_mode and hasattr(module.model, "set_mode"):
+            module.model.set_mode(stage.model_mode)
+        done_file = stage_dir / "done.json"
+        final = stage_dir / "final_model.pt"
+        if done_file.is_file() and final.is_file():
+            module.model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
+            history[stage.name] = json.loads(done_file.read_text())
+            log.info("stage %s already done; skipped", stage.name)
+            continue
+        last = stage_dir / "checkpoints" / "last.ckpt"
+        trainer = _trainer(cfg, stage_dir, run_dir, f"{i}-{stage.name}", stage.epochs)
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+        if best and Path(best).is_file():
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+        if stage.model_mode and hasattr(module.model, "set_mode"):
+            module.model.set_mode("full")
+        info = {"stage": stage.name, "seconds": round(time.perf_counter() - t0, 1), "best_checkpoint": best,
+                "best_score": float(score) if score is not None and torch.isfinite(score) else None,
+                "monitor": cfg.trainer.monitor, "epochs": stage.epochs}
+        if trainer.global_rank == 0:
+            weights = module.model.state_dict()
+            atomic_write(final, lambda tmp, w=weights: torch.save(w, tmp))
+            atomic_write_text(done_file, json.dumps(info, indent=1))
+        history[stage.name] = info
+    assert module is not None
+    return module, history
+
+
+def collect_metrics(run_dir: Path) -> pd.DataFrame:
+    """All stages' CSV logs in one table (stage column added); also written to runs/NAME/metrics.csv."""
+    frames = []
+    for path in sorted((run_dir / "logs" / "csv").glob("*/metrics.csv")):
+        df = pd.read_csv(path)
+        df.insert(0, "stage", path.parent.name)
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    atomic_write(run_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
+    return table
+
+
+def release_config(cfg: TrainConfig, table: pd.DataFrame, history: dict[str, Any], model_spec: dict) -> dict:
+    """The released model's config.json: architecture, input, preprocessing, and a short model card."""
+    store = Path(cfg.data.store)
+    pre = json.loads((store / "preprocess_config.json").read_text()) if (store / "preprocess_config.json").is_file() \
+        else {}
+    view_stats = json.loads((store / "view_stats.json").read_text()) if (store / "view_stats.json").is_file() else {}
+    train = table[table["split"] == cfg.data.train_split]
+    return {
+        "model": model_spec,
+        "input": {"level": cfg.data.level, "input_size": list(cfg.data.input_size), "full_scale": cfg.data.full_scale,
+                  "normalization": cfg.data.normalization, "view_stats": view_stats},
+        "preprocess": pre,
+        "training": {
+            "run": cfg.name, "seed": cfg.seed, "store": str(store), "exams": int(train["exam_id"].nunique()),
+            "images": len(train), "sites": sorted(map(str, train.get("site", pd.Series(dtype=str)).dropna().unique())),
+            "vendors": sorted(map(str, train.get("manufacturer", pd.Series(dtype=str)).dropna().unique())),
+            "spacing_mm": float(train["spacing_mm"].median()) if "spacing_mm" in train else None,
+            "stages": history,
+        },
+    }
+
+
+def train(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
+    """Train one model as configured; returns the run folder (with the released model in `model/`).
+
+    `table` (rows of preprocessed.parquet with a `split` column) replaces the store's table, e.g. for one fold.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    table = with_splits(load_store_table(cfg.data.store) if table is None else table, seed=cfg.seed)
+    splits = table[["exam_id", "patient_id", "split"]].drop_duplicates("exam_id")
+    atomic_write(run_dir / "splits.csv", lambda tmp: splits.to_csv(tmp, index=False))
+    module, history = train_stages(cfg, run_dir, table)
+    collect_metrics(run_dir)
+    spec = {"name": cfg.model.name, "kwargs": cfg.model.kwargs}
+    save_released(run_dir / "model", module.model, release_config(cfg, table, history, spec))
+    return run_dir
+
+
+def fold_tables(cfg: TrainConfig, folds: int) -> list[pd.DataFrame]:
+    """The store's table once per patient-level fold, with that fold as `val` and the rest as `train`."""
+    table = load_store_table(cfg.data.store)
+    exam_label = table.groupby("exam_id")["cancer"].transform(lambda s: float((s == 1).any())).fillna(0)
+    work = table.assign(_y=exam_label.astype(int))
+    site = "site" if "site" in work.columns and work["site"].notna().all() else None
+    out = []
+    for _, val_idx in patient_kfold(work, folds, patient_col="patient_id", label_col="_y", site_col=site,
+                                    seed=cfg.seed):
+        split = pd.Series(cfg.data.train_split, index=table.index)
+        split.iloc[val_idx] = cfg.data.val_split
+        out.append(table.assign(split=split.values))
+    return out
+
+
+def train_ensemble(cfg: TrainConfig, *, seeds: list[int] | None = None, folds: int | None = None) -> Path:
+    """Train members over seeds or patient-level folds; release their logit average as one model in NAME/model."""
+    from mammokit.training.release import load_released
+
+    base = Path(cfg.runs_dir) / cfg.name
+    if folds:
+        jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/fold-{k}"}), t)
+                for k, t in enumerate(fold_tables(cfg, folds))]
+    else:
+        jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/seed-{s}", "seed": s}), None)
+                for s in (seeds or [cfg.seed])]
+    run_dirs = [train(member, table) for member, table in jobs]
+    loaded = [load_released(d / "model") for d in run_dirs]
+    ensemble = EnsembleModel([m for m, _ in loaded])
+    config = {k: v for k, v in loaded[0][1].items() if k not in ("format", "temperature", "mammokit_version")}
+    config["model"] = {"name": "ensemble", "members": [c["model"] for _, c in loaded]}
+    config["members"] = [str(d) for d in run_dirs]
+    save_released(base / "model", ensemble, config)
+    return base
