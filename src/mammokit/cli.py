@@ -157,6 +157,43 @@ def train(
 
 
 @app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A run folder (runs/NAME) or a released model folder.")],
+    data: Annotated[list[Path], typer.Option(help="Store(s): the first is the internal test set, others external.")],
+    split: Annotated[str, typer.Option(help="Split of the first store to evaluate ('all' for every exam).")] = "test",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/eval).")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap replicates for the CIs (resampled by patient).")] = 2000,
+    mc: Annotated[int, typer.Option(help="MC-dropout passes (0 = off).")] = 10,
+    tta: Annotated[int, typer.Option(help="Test-time-augmentation passes (0 = off).")] = 4,
+    gallery: Annotated[int, typer.Option(help="Cases per gallery category (TP, FP, FN).")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed for the bootstrap and MC-dropout.")] = 0,
+) -> None:
+    """Evaluate a model: predictions.parquet, metrics.json (CIs, calibration, FROC, uncertainty), report.html."""
+    from mammokit.evaluation.evaluate import evaluate as run_evaluate
+
+    out = out or (model / "eval" if (model / "model").is_dir() else model.parent / "eval")
+    metrics = run_evaluate(model, list(data), out=out, split=split, n_boot=n_boot, mc_passes=mc, tta_passes=tta,
+                           gallery=gallery, seed=seed)
+    ex, br = metrics["exam"], metrics["breast"]
+    typer.echo(f"exam AUC {ex['roc_auc']:.3f} [{ex['auc_ci_low']:.3f}, {ex['auc_ci_high']:.3f}]   "
+               f"breast AUC {br['roc_auc']:.3f} [{br['auc_ci_low']:.3f}, {br['auc_ci_high']:.3f}]")
+    typer.echo(f"metrics: {out / 'metrics.json'}\nreport: {metrics.get('report', '-')}")
+
+
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Argument(help="A run folder or a released model folder.")],
+    data: Annotated[Path, typer.Option(help="Store holding the held-out split.")],
+    split: Annotated[str, typer.Option(help="Held-out split to fit the temperature on.")] = "val",
+) -> None:
+    """Fit a temperature on a held-out split (LBFGS on NLL) and store it in the released model."""
+    from mammokit.evaluation.evaluate import calibrate as run_calibrate
+
+    t = run_calibrate(model, data, split=split)
+    typer.echo(f"temperature {t:.4f} stored in the released model")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo"),
     exams: Annotated[int, typer.Option(help="Synthetic exams to generate.")] = 8,

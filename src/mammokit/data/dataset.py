@@ -136,13 +136,13 @@ class ExamDataset(Dataset):
             if usable.empty:
                 continue
             breasts = {lat: _label(grp["cancer"].iloc[0]) for lat, grp in usable.groupby("laterality")}
-            first_perslot_idx = usable.drop_duplicates("slot_idx")
+            first_per_slot = usable.drop_duplicates("slot_idx")
             pid = usable["patient_id"].iloc[0]
             if self.level == "exam":
-                items.append({"rows": [(int(r.slot_idx), int(r.Index)) for r in first_perslot_idx.itertuples()],
+                items.append({"rows": [(int(r.slot_idx), int(r.Index)) for r in first_per_slot.itertuples()],
                               "exam_id": exam_id, "patient_id": pid, "breasts": breasts})
             else:
-                for lat, grp in first_perslot_idx.groupby("laterality"):
+                for lat, grp in first_per_slot.groupby("laterality"):
                     items.append({"rows": [(int(r.slot_idx), int(r.Index)) for r in grp.itertuples()],
                                   "exam_id": exam_id, "patient_id": pid, "breasts": {lat: breasts[lat]},
                                   "laterality": lat})
@@ -198,7 +198,7 @@ class ExamDataset(Dataset):
         full = self._normalise(full, row, inside)
         g = cv2.resize(full, (self.input_size[1], self.input_size[0]), interpolation=cv2.INTER_AREA)
         k = self._full_size()[0] / self.input_size[0]
-        info = {"scale_full": placement.scale, "boxes_global": boxes / k}
+        info = {"scale_full": placement.scale, "boxes_global": boxes / k, "malignant": _lesion_malignant(row)}
         return g, full, info
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
@@ -210,12 +210,13 @@ class ExamDataset(Dataset):
         rng = item_rng(self.seed, epoch, index) if self.augment is not None else None
         h, w = self.input_size
         hf, wf = self._full_size()
-        nslot_idxs = 1 if self.level == "view" else 4
-        images = np.zeros((nslot_idxs, 1, h, w), np.float32)
-        full = np.zeros((nslot_idxs, 1, hf, wf), np.float32)
-        view_mask = np.zeros(nslot_idxs, bool)
-        image_ids = [""] * nslot_idxs
-        boxes: list[np.ndarray] = [np.zeros((0, 4), np.float32)] * nslot_idxs
+        n_slots = 1 if self.level == "view" else 4
+        images = np.zeros((n_slots, 1, h, w), np.float32)
+        full = np.zeros((n_slots, 1, hf, wf), np.float32)
+        view_mask = np.zeros(n_slots, bool)
+        image_ids = [""] * n_slots
+        boxes: list[np.ndarray] = [np.zeros((0, 4), np.float32)] * n_slots
+        malignant: list[np.ndarray] = [np.zeros(0, bool)] * n_slots
         for slot, row_idx in item["rows"]:
             row = self.table.iloc[row_idx]
             g, f, info = self._render(row, rng)
@@ -223,6 +224,7 @@ class ExamDataset(Dataset):
             view_mask[slot] = True
             image_ids[slot] = str(row["image_id"])
             boxes[slot] = info["boxes_global"].astype(np.float32)
+            malignant[slot] = info["malignant"]
         breast_labels = np.array([_nan_if_none(item["breasts"].get(s)) for s in ("L", "R")], np.float32)
         known = ~np.isnan(breast_labels)
         exam_label = float(np.nanmax(breast_labels)) if known.any() else math.nan
@@ -234,6 +236,7 @@ class ExamDataset(Dataset):
             "patient_id": item["patient_id"],
             "image_ids": image_ids,
             "lesion_boxes": boxes,  # per slot, (N, 4) (y0, x0, y1, x1) in global-input pixels
+            "lesion_malignant": malignant,  # per slot, (N,) bool
             "index": index,
         }
         if self.level == "view":
@@ -265,6 +268,12 @@ def _lesion_boxes(row: pd.Series, scale: float) -> np.ndarray:
     boxes = json.loads(raw) if isinstance(raw, str) and raw else []
     arr = np.array([[b["y0"], b["x0"], b["y1"], b["x1"]] for b in boxes], np.float32).reshape(-1, 4)
     return arr * scale
+
+
+def _lesion_malignant(row: pd.Series) -> np.ndarray:
+    raw = row.get("lesions_stored")
+    boxes = json.loads(raw) if isinstance(raw, str) and raw else []
+    return np.array([bool(b.get("malignant", 0)) for b in boxes], bool)
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,318 @@
+"""`mammokit evaluate` and `mammokit calibrate`: predictions, metrics with CIs, calibration, uncertainty, FROC,
+explanations, per-site external validation and the report.
+
+The first store is the internal test set; every further store is an external site, reported with its AUC drop
+against the internal one and its calibration with the model's temperature and with one refitted on that site.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammokit import INTENDED_USE
+from mammokit.evaluation.calibration import brier_score, expected_calibration_error, fit_temperature
+from mammokit.evaluation.froc import froc_curve, froc_summary, saliency_peaks
+from mammokit.evaluation.inference import InferenceResult, dataset_for, run_inference
+from mammokit.evaluation.metrics import roc_auc, summarize
+from mammokit.evaluation.uncertainty import error_detection_auc, misclassified, summarize_passes
+from mammokit.io import atomic_write, atomic_write_text
+from mammokit.training.datamodule import load_store_table
+from mammokit.training.release import load_released, set_temperature
+
+log = logging.getLogger(__name__)
+GROUP_COLUMNS = ("site", "manufacturer", "density")
+FROC_PEAKS_PER_VIEW = 5
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A released model folder, given it or a run folder that holds one in `model/`."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    raise FileNotFoundError(f"{path}: neither a released model (config.json) nor a run folder with model/")
+
+
+def with_run_splits(table: pd.DataFrame, model_dir: Path) -> pd.DataFrame:
+    """Attach the training run's patient-level splits (runs/NAME/splits.csv) when the store has none."""
+    splits_csv = model_dir.parent / "splits.csv"
+    if "split" in table.columns or not splits_csv.is_file():
+        return table
+    splits = pd.read_csv(splits_csv, dtype=str)[["exam_id", "split"]]
+    return table.merge(splits, on="exam_id", how="left")
+
+
+def select_split(table: pd.DataFrame, split: str | None) -> tuple[pd.DataFrame, str]:
+    """Rows of `split` when the store has that split; otherwise every row (an external store has no splits)."""
+    if split and split != "all" and "split" in table.columns and (table["split"] == split).any():
+        return table[table["split"] == split], split
+    return table, "all"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class Levels:
+    """Exam and breast level tables: one row each, logit, label, patient, groups."""
+
+    exam: pd.DataFrame
+    breast: pd.DataFrame
+    image: pd.DataFrame
+
+
+def build_levels(res: InferenceResult, table: pd.DataFrame) -> Levels:
+    """Roll an inference result up to exam / breast / image rows with site, vendor and density attached."""
+    meta = table.drop_duplicates("exam_id").set_index("exam_id")
+    items = res.items.reset_index(drop=True)
+    image_rows = []
+    by_image = table.set_index("image_id")
+    for i, row in items.iterrows():
+        for slot, image_id in enumerate(row["image_ids"]):
+            if image_id:
+                image_rows.append({"exam_id": row["exam_id"], "image_id": image_id, "slot": slot,
+                                   "laterality": by_image.loc[image_id, "laterality"],
+                                   "view": by_image.loc[image_id, "view"], "logit": float(res.view_logits[i, slot])})
+    images = pd.DataFrame(image_rows)
+    if res.level == "view":  # single-view model: breast = mean of its views, exam = max over breasts
+        labels = table.drop_duplicates(["exam_id", "laterality"]).set_index(["exam_id", "laterality"])["cancer"]
+        breast = images.groupby(["exam_id", "laterality"], as_index=False)["logit"].mean()
+        breast["label"] = [labels.get((e, lat), math.nan) for e, lat in zip(breast["exam_id"], breast["laterality"],
+                                                                             strict=True)]
+        exam = breast.groupby("exam_id", as_index=False).agg(logit=("logit", "max"), label=("label", "max"))
+    else:
+        exam = pd.DataFrame({"exam_id": items["exam_id"], "logit": res.exam_logit, "label": items["exam_label"]})
+        rows = []
+        for i, row in items.iterrows():
+            for side, col in (("L", 0), ("R", 1)):
+                if not math.isnan(res.breast_logits[i, col]):
+                    rows.append({"exam_id": row["exam_id"], "laterality": side,
+                                 "logit": float(res.breast_logits[i, col]), "label": row[f"breast_label_{side}"]})
+        breast = pd.DataFrame(rows)
+    for df in (exam, breast, images):
+        df["patient_id"] = meta.loc[df["exam_id"], "patient_id"].to_numpy()
+        for col in GROUP_COLUMNS:
+            df[col] = meta.loc[df["exam_id"], col].astype(str).to_numpy() if col in meta.columns else "unknown"
+    return Levels(exam, breast, images)
+
+
+def level_metrics(df: pd.DataFrame, temperature: float, *, n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:
+    """Metrics of one level (labelled rows only) and the rows with raw and calibrated probabilities added."""
+    df = df.copy()
+    df["prob_raw"] = _sigmoid(df["logit"].to_numpy())
+    df["prob"] = _sigmoid(df["logit"].to_numpy() / temperature)
+    lab = df[df["label"].notna()]
+    y, p = lab["label"].to_numpy().astype(int), lab["prob"].to_numpy()
+    groups = {c: lab[c].to_numpy() for c in GROUP_COLUMNS if c in lab.columns}
+    metrics = summarize(y, p, groups, lab["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
+    metrics["roc_auc"] = metrics["auc"]  # the name metrics.json promises (`{"exam": {"roc_auc": ...}}`)
+    metrics["roc_auc_ci"] = [metrics.get("auc_ci_low"), metrics.get("auc_ci_high")]
+    metrics["calibration"] = calibration_block(y, lab["prob_raw"].to_numpy(), p)
+    return metrics, df
+
+
+def calibration_block(y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray) -> dict[str, float]:
+    """ECE (equal-width and equal-mass, 15 bins) and Brier score before and after temperature scaling."""
+    out = {}
+    for tag, p in (("before", p_raw), ("after", p_cal)):
+        out[f"ece_uniform_{tag}"] = expected_calibration_error(y, p, 15, "uniform")
+        out[f"ece_quantile_{tag}"] = expected_calibration_error(y, p, 15, "quantile")
+        out[f"brier_{tag}"] = brier_score(y, p)
+    return out
+
+
+def uncertainty_block(res: InferenceResult, exam: pd.DataFrame, temperature: float) -> dict[str, Any]:
+    """Per kind (mc, tta): mean/std/entropy summary and how well uncertainty ranks the exam-level errors."""
+    out: dict[str, Any] = {}
+    known = exam["label"].notna().to_numpy()
+    for kind, levels in res.passes.items():
+        probs = levels["exam"]
+        if temperature != 1.0:
+            probs = _sigmoid(np.log(probs / (1 - probs + 1e-12) + 1e-12) / temperature)
+        s = summarize_passes(probs)
+        exam[f"{kind}_mean"], exam[f"{kind}_std"] = s["mean"], s["std"]
+        exam[f"{kind}_entropy"] = s["predictive_entropy"]
+        errors = misclassified(exam["label"].to_numpy()[known], s["mean"][known])
+        block = {"passes": int(probs.shape[0]), "mean_std": float(np.mean(s["std"])),
+                 "mean_entropy": float(np.mean(s["predictive_entropy"])), "error_rate": float(errors.mean())}
+        for name in ("std", "predictive_entropy", "mutual_information"):
+            try:
+                block[f"error_auc_{name}"] = error_detection_auc(s[name][known], errors)
+            except ValueError:
+                block[f"error_auc_{name}"] = None
+        y_known = exam["label"].to_numpy()[known].astype(int)
+        block["roc_auc_of_mean"] = roc_auc(y_known, s["mean"][known]) if len(np.unique(y_known)) == 2 else None
+        out[kind] = block
+    return out
+
+
+def froc_inputs(res: InferenceResult) -> tuple[list, list, list]:
+    """Per view image: saliency-peak candidate points and scores (input pixels) and its malignant lesion boxes."""
+    cands, scores, lesions = [], [], []
+    h_in, w_in = res.input_size
+    for sal, les in zip(res.saliency, res.lesion_boxes, strict=True):
+        for slot, (boxes, malignant) in enumerate(les):
+            heat = sal[min(slot, sal.shape[0] - 1)]
+            if not np.any(heat) and not len(boxes):
+                continue  # absent view
+            pts, sc = saliency_peaks(heat, k=FROC_PEAKS_PER_VIEW, min_distance=max(1, heat.shape[0] // 16))
+            scale = np.array([h_in / heat.shape[0], w_in / heat.shape[1]])
+            cands.append((pts + 0.5) * scale)
+            scores.append(sc)
+            keep = np.asarray(malignant, bool)
+            lesions.append(np.asarray(boxes, np.float64).reshape(-1, 4)[keep] if len(boxes) else np.zeros((0, 4)))
+    return cands, scores, lesions
+
+
+def froc_block(res: InferenceResult) -> tuple[dict[str, Any] | None, Any]:
+    """FROC of the model's saliency peaks against malignant lesion boxes (hit: peak inside the box)."""
+    cands, scores, lesions = froc_inputs(res)
+    if not cands or not sum(len(x) for x in lesions):
+        return None, None
+    return froc_summary(cands, scores, lesions), froc_curve(cands, scores, lesions)
+
+
+def _json_ready(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+@dataclass
+class StoreEvaluation:
+    """Everything computed on one store."""
+
+    name: str
+    store: Path
+    split: str
+    result: InferenceResult
+    levels: Levels
+    metrics: dict[str, Any]
+    dataset: Any  # the ExamDataset the predictions were made on (the report re-reads views from it)
+    config: dict[str, Any]  # the released model's config
+
+
+def evaluate_store(model: Any, config: dict[str, Any], store: str | Path, *, split: str | None, temperature: float,
+                   n_boot: int, mc_passes: int, tta_passes: int, batch_size: int, seed: int) -> StoreEvaluation:
+    """Inference and metrics on one store."""
+    store = Path(store)
+    table, used_split = select_split(load_store_table(store), split)
+    dataset = dataset_for(config, table, store)
+    res = run_inference(model, dataset, batch_size=batch_size, mc_passes=mc_passes, tta_passes=tta_passes, seed=seed)
+    levels = build_levels(res, table)
+    metrics: dict[str, Any] = {"store": str(store), "split": used_split, "temperature": temperature}
+    for name in ("exam", "breast"):
+        m, df = level_metrics(getattr(levels, name), temperature, n_boot=n_boot, seed=seed)
+        metrics[name] = m
+        setattr(levels, name, df)
+    levels.image["prob_raw"] = _sigmoid(levels.image["logit"].to_numpy())
+    levels.image["prob"] = _sigmoid(levels.image["logit"].to_numpy() / temperature)
+    metrics["uncertainty"] = uncertainty_block(res, levels.exam, temperature)
+    froc, _ = froc_block(res)
+    metrics["froc"] = froc
+    n_exams = len(levels.exam)
+    metrics["speed_exams_per_s"] = {k: (n_exams / v if v > 0 else None) for k, v in res.seconds.items()}
+    site = table["site"].dropna().astype(str).unique() if "site" in table.columns else []
+    name = ",".join(sorted(site)) or store.name
+    return StoreEvaluation(name, store, used_split, res, levels, metrics, dataset, config)
+
+
+def predictions_table(ev: StoreEvaluation) -> pd.DataFrame:
+    """One table for all levels: level, ids, logit, raw and calibrated probability, label, uncertainty, groups."""
+    frames = []
+    for level in ("exam", "breast", "image"):
+        df = getattr(ev.levels, level).copy()
+        df.insert(0, "level", level)
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out["store"] = str(ev.store)
+    out["site_name"] = ev.name
+    return out
+
+
+def site_rows(evals: list[StoreEvaluation]) -> list[dict[str, Any]]:
+    """Per-site external validation table: AUC with CI, drop against the internal (first) store, ECE refitted."""
+    rows = []
+    internal = evals[0].metrics["exam"].get("roc_auc")
+    for i, ev in enumerate(evals):
+        m = ev.metrics["exam"]
+        ex = ev.levels.exam[ev.levels.exam["label"].notna()]
+        row = {"site": ev.name, "vendors": sorted(ev.levels.exam["manufacturer"].unique().tolist()),
+               "n_exams": len(ex), "auc": m.get("roc_auc"), "auc_ci_low": m.get("roc_auc_ci", [None, None])[0],
+               "auc_ci_high": m.get("roc_auc_ci", [None, None])[1],
+               "auc_drop": None if i == 0 or internal is None or m.get("roc_auc") is None else internal - m["roc_auc"],
+               "ece_model_temperature": m["calibration"]["ece_uniform_after"], "temperature_refit": False}
+        y = ex["label"].to_numpy().astype(int)
+        if i > 0 and len(np.unique(y)) == 2:
+            t_site = fit_temperature(ex["logit"].to_numpy(), y)
+            row.update(temperature_refit=True, temperature=t_site,
+                       ece_refit=expected_calibration_error(y, _sigmoid(ex["logit"].to_numpy() / t_site), 15))
+        rows.append(row)
+    return rows
+
+
+def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Path, split: str | None = "test",
+             n_boot: int = 2000, mc_passes: int = 10, tta_passes: int = 4, batch_size: int = 4, seed: int = 0,
+             gallery: int = 3, report: bool = True) -> dict[str, Any]:
+    """Evaluate a released model on one or more stores; writes predictions, metrics.json, heatmaps and report."""
+    if not stores:
+        raise ValueError("evaluate needs at least one store (--data)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = resolve_model_dir(model_path)
+    model, config = load_released(model_dir)
+    temperature = float(config.get("temperature", 1.0))
+    evals = [evaluate_store(model, config, s, split=split if i == 0 else "all", temperature=temperature,
+                            n_boot=n_boot, mc_passes=mc_passes, tta_passes=tta_passes, batch_size=batch_size,
+                            seed=seed) for i, s in enumerate(stores)]
+    preds = pd.concat([predictions_table(ev) for ev in evals], ignore_index=True)
+    atomic_write(out / "predictions.parquet", lambda tmp: preds.to_parquet(tmp, index=False))
+    main = evals[0]
+    metrics = {"intended_use": INTENDED_USE, "model": str(model_dir), "temperature": temperature,
+               "temperature_source": config.get("temperature_source", "none (T = 1)"),
+               "exam": main.metrics["exam"], "breast": main.metrics["breast"], "froc": main.metrics["froc"],
+               "uncertainty": main.metrics["uncertainty"], "speed_exams_per_s": main.metrics["speed_exams_per_s"],
+               "split": main.split, "sites": site_rows(evals),
+               "external": {ev.name: {"exam": ev.metrics["exam"], "breast": ev.metrics["breast"]} for ev in evals[1:]}}
+    atomic_write_text(out / "metrics.json", json.dumps(_json_ready(metrics), indent=1))
+    if report:
+        from mammokit.evaluation.report_builder import build_report
+
+        metrics["report"] = str(build_report(out, model, config, evals, metrics, gallery=gallery, seed=seed))
+    return metrics
+
+
+def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", batch_size: int = 4) -> float:
+    """Fit a temperature on a held-out split (exam logits, LBFGS on NLL) and store it in the released model."""
+    model_dir = resolve_model_dir(model_path)
+    model, config = load_released(model_dir)
+    table, used = select_split(with_run_splits(load_store_table(store), model_dir), split)
+    if used != split:
+        raise ValueError(f"{store}: no {split!r} split to calibrate on (calibrating on test data would be optimistic)")
+    res = run_inference(model, dataset_for(config, table, store), batch_size=batch_size)
+    levels = build_levels(res, table)
+    ex = levels.exam[levels.exam["label"].notna()]
+    y = ex["label"].to_numpy().astype(int)
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"{store}: the {split!r} split needs positive and negative exams to fit a temperature")
+    t = fit_temperature(ex["logit"].to_numpy(), y)
+    set_temperature(model_dir, t, f"{store} split={split} exams={len(ex)}")
+    return t

@@ -1,0 +1,158 @@
+"""Run a released model over a store: logits per exam, breast and view, saliency, patches, MC-dropout and TTA passes.
+
+Every model returns the same output dict (DESIGN.md), so this code never branches on the architecture; only the
+input level (four-view exams or single views) decides how view logits roll up to breasts and exams.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mammokit.data.augment import tta_transforms
+from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate
+from mammokit.training.module import model_inputs
+
+
+@dataclass
+class InferenceResult:
+    """Per item (exam, or image at the view level) arrays; `passes_*` are (N, items) probabilities."""
+
+    level: str
+    input_size: tuple[int, int]  # (H, W) of the global input: saliency maps and boxes refer to it
+    items: pd.DataFrame  # exam_id, patient_id, image ids per slot, labels
+    exam_logit: np.ndarray
+    breast_logits: np.ndarray  # (items, 2), NaN where the breast is absent
+    view_logits: np.ndarray  # (items, slots), NaN where the view is absent
+    saliency: list[np.ndarray]  # per item: (slots, h, w)
+    patch_boxes: list[np.ndarray]  # per item: (slots, K, 4) in input pixels (y0, x0, y1, x1)
+    lesion_boxes: list[list[tuple[np.ndarray, np.ndarray]]]  # per item, slot: ((N, 4) y0,x0,y1,x1 px, (N,) malignant)
+    passes: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # kind -> {"exam": (N, M), "breast": ...}
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def dataset_for(model_config: dict[str, Any], table: pd.DataFrame, store: str | Path) -> ExamDataset:
+    """An evaluation `ExamDataset` with the released model's input settings (no augmentation)."""
+    inp = model_config["input"]
+    return ExamDataset(table, store, level=inp["level"], input_size=tuple(inp["input_size"]),
+                       full_scale=int(inp["full_scale"]), normalization=inp["normalization"],
+                       view_stats=inp.get("view_stats") or None, augment=None)
+
+
+def _enable_dropout(model: nn.Module, on: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout | nn.Dropout2d):
+            m.train(on)
+
+
+def _as_views(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, V, 1, H, W) images and full views whatever the level."""
+    if "images" in batch:
+        return batch["images"], batch.get("full")
+    full = batch.get("full")
+    return batch["image"][:, None], None if full is None else full[:, None]
+
+
+def _put_views(batch: dict[str, Any], images: torch.Tensor, full: torch.Tensor | None) -> dict[str, Any]:
+    out = dict(batch)
+    if "images" in batch:
+        out["images"] = images
+        if full is not None:
+            out["full"] = full
+    else:
+        out["image"] = images[:, 0]
+        if full is not None:
+            out["full"] = full[:, 0]
+    return out
+
+
+def _tta_batch(batch: dict[str, Any], index: int, n: int) -> dict[str, Any]:
+    """Apply the `index`-th test-time transform to every present view (vertical flip only on CC views)."""
+    images, full = _as_views(batch)
+    images, full = images.clone(), None if full is None else full.clone()
+    lists = {"CC": tta_transforms(n, view="CC"), "MLO": tta_transforms(n, view="MLO")}
+    for slot in range(images.shape[1]):
+        # single views carry no view type here: use the MLO list (no vertical flip), valid for every view
+        view = "CC" if images.shape[1] == 4 and VIEW_SLOTS[slot][1] == "CC" else "MLO"
+        transform = lists[view][index % len(lists[view])]
+        for b in range(images.shape[0]):
+            images[b, slot, 0] = torch.from_numpy(transform.forward(images[b, slot, 0].numpy()))
+            if full is not None:
+                full[b, slot, 0] = torch.from_numpy(transform.forward(full[b, slot, 0].numpy()))
+    return _put_views(batch, images, full)
+
+
+def _roll_up(level: str, out: dict[str, Any], batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Exam, breast and view logits of one batch as numpy (NaN where absent)."""
+    breast = out["breast_logits"].detach().float().numpy().copy()
+    mask = out.get("breast_mask", batch["breast_mask"]).numpy().astype(bool)
+    breast[~mask] = np.nan
+    views = out.get("view_logits", out["exam_logit"]).detach().float().numpy()
+    views = views.reshape(len(breast), -1).copy()
+    if "view_mask" in batch:
+        views[~batch["view_mask"].numpy().astype(bool)] = np.nan
+    return {"exam": out["exam_logit"].detach().float().numpy(), "breast": breast, "view": views}
+
+
+def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4, mc_passes: int = 0,
+                  tta_passes: int = 0, num_workers: int = 0, seed: int = 0) -> InferenceResult:
+    """Plain pass (eval mode), then optional MC-dropout and TTA passes, over the whole dataset."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    rows, logits, sal, boxes, lesions = [], [], [], [], []
+    passes: dict[str, list[list[dict[str, np.ndarray]]]] = {"mc": [[] for _ in range(mc_passes)],
+                                                             "tta": [[] for _ in range(tta_passes)]}
+    seconds = {"plain": 0.0, "mc": 0.0, "tta": 0.0}
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                t0 = time.perf_counter()
+                out = model(model_inputs(batch))
+                seconds["plain"] += time.perf_counter() - t0
+                logits.append(_roll_up(dataset.level, out, batch))
+                sal += list(out["saliency"].float().numpy())
+                boxes += list(out["patch_boxes"].float().numpy())
+                lesions += [[(b, m) for b, m in zip(bx, mal, strict=True)]
+                            for bx, mal in zip(batch["lesion_boxes"], batch["lesion_malignant"], strict=True)]
+                for i in range(len(batch["exam_id"])):
+                    rows.append({"exam_id": batch["exam_id"][i], "patient_id": batch["patient_id"][i],
+                                 "image_ids": list(batch["image_ids"][i]),
+                                 "breast_label_L": float(batch["breast_labels"][i, 0]),
+                                 "breast_label_R": float(batch["breast_labels"][i, 1]),
+                                 "exam_label": float(batch["exam_label"][i])})
+                t0 = time.perf_counter()
+                _enable_dropout(model, True)
+                for k in range(mc_passes):
+                    passes["mc"][k].append(_roll_up(dataset.level, model(model_inputs(batch)), batch))
+                _enable_dropout(model, False)
+                seconds["mc"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for k in range(tta_passes):
+                    tta_out = model(model_inputs(_tta_batch(batch, k, tta_passes)))
+                    passes["tta"][k].append(_roll_up(dataset.level, tta_out, batch))
+                seconds["tta"] += time.perf_counter() - t0
+    finally:
+        _enable_dropout(model, False)
+        torch.random.set_rng_state(gen_state)
+    cat = {k: np.concatenate([b[k] for b in logits]) for k in ("exam", "breast", "view")}
+    stacked: dict[str, dict[str, np.ndarray]] = {}
+    for kind, runs in passes.items():
+        if runs:
+            stacked[kind] = {lvl: np.stack([_sigmoid(np.concatenate([b[lvl] for b in run])) for run in runs])
+                             for lvl in ("exam", "breast", "view")}
+    return InferenceResult(dataset.level, dataset.input_size, pd.DataFrame(rows), cat["exam"], cat["breast"],
+                           cat["view"], sal, boxes, lesions, stacked, seconds)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))

@@ -1,0 +1,136 @@
+"""Turn evaluation results into the report: levels, calibration, FROC, uncertainty, sites, and a heatmap gallery.
+
+Gallery heatmaps are Grad-CAM on the global backbone when `mammokit.evaluation.explain` can compute it, else the
+model's own saliency map; each one is also written as a PNG overlay on the original DICOM pixel grid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mammokit.evaluation.report import (
+    CalibrationInfo,
+    GalleryItem,
+    LevelResult,
+    ReportContext,
+    pick_gallery_cases,
+    write_report,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _level_result(df: Any, metrics: dict[str, Any]) -> LevelResult:
+    lab = df[df["label"].notna()]
+    return LevelResult(y=lab["label"].to_numpy().astype(int), p_raw=lab["prob_raw"].to_numpy(),
+                       p=lab["prob"].to_numpy(), patient_ids=lab["patient_id"].to_numpy(), metrics=metrics)
+
+
+def _heatmap(model: Any, ev: Any, item: int, slot: int) -> np.ndarray:
+    """Grad-CAM of the exam logit for one view (falls back to the model's saliency), in [0, 1], input size."""
+    h, w = ev.result.input_size
+    try:
+        from mammokit.evaluation.explain import gradcam
+
+        dataset = _dataset(ev)
+        from mammokit.data.dataset import collate
+
+        batch = collate([dataset[item]])
+        cam = gradcam(model, batch, target="exam")[0, min(slot, 3)]
+        return np.clip(cam, 0, 1).astype(np.float32)
+    except (ImportError, RuntimeError, ValueError) as err:  # Grad-CAM unavailable for this model: use its saliency
+        log.info("Grad-CAM not available (%s); using the model's saliency map", err)
+        sal = ev.result.saliency[item][min(slot, ev.result.saliency[item].shape[0] - 1)]
+        up = cv2.resize(sal.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.clip((up - up.min()) / max(float(up.max() - up.min()), 1e-6), 0, 1)
+
+
+def _dataset(ev: Any) -> Any:
+    return ev.dataset
+
+
+def gallery_items(model: Any, ev: Any, k: int, out: Path) -> list[GalleryItem]:
+    """The most confident TPs and FPs and the most missed FNs (exam level), each on its most suspicious view."""
+    exam = ev.levels.exam.reset_index(drop=True)
+    lab = exam[exam["label"].notna()]
+    picks = pick_gallery_cases(lab["label"].to_numpy().astype(int), lab["prob"].to_numpy(), k=k)
+    items = []
+    for cat, idx in picks.items():
+        for j in idx:
+            row = lab.iloc[int(j)]
+            item = int(ev.result.items.index[ev.result.items["exam_id"] == row["exam_id"]][0])
+            views = ev.result.view_logits[item]
+            slot = int(np.nanargmax(views)) if np.isfinite(views).any() else 0
+            sample = _dataset(ev)[item]
+            image = (sample["images"][slot, 0] if "images" in sample else sample["image"][0]).numpy()
+            heat = _heatmap(model, ev, item, slot)
+            boxes = sample["lesion_boxes"][slot]
+            image_id = sample["image_ids"][slot]
+            _write_overlay(ev, image_id, heat, out / "heatmaps" / f"{cat}_{row['exam_id'][:12]}_{slot}.png")
+            items.append(GalleryItem(cat, image, heat, boxes, float(row["prob"]),
+                                     caption=f"exam {str(row['exam_id'])[:10]}… view slot {slot}"))
+    return items
+
+
+def _write_overlay(ev: Any, image_id: str, heat: np.ndarray, path: Path) -> None:
+    """The heatmap mapped back onto the original DICOM pixels, blended over the image, as a PNG."""
+    try:
+        from mammokit.evaluation.explain import overlay_png, to_dicom_grid
+
+        row = _dataset(ev).table.set_index("image_id").loc[image_id]
+        from mammokit.dicom import read_dicom
+        from mammokit.preprocess.geometry import TransformRecord
+
+        record = TransformRecord.from_dict(json.loads(row["transform"]))
+        full_h = ev.result.input_size[0] * max(1, int(ev.config["input"]["full_scale"]))
+        scale = min(full_h / row["height"], full_h * ev.result.input_size[1] / ev.result.input_size[0] / row["width"])
+        scale_global = scale * ev.result.input_size[0] / full_h
+        heat_dicom = to_dicom_grid(heat, scale_global, record)
+        overlay_png(read_dicom(row["path"]).pixels, heat_dicom, path, title=str(path.stem))
+    except (ImportError, OSError, KeyError, ValueError) as err:
+        log.warning("could not write the DICOM-grid overlay %s: %s", path, err)
+
+
+def build_report(out: Path, model: Any, config: dict[str, Any], evals: list[Any], metrics: dict[str, Any], *,
+                 gallery: int = 3, seed: int = 0) -> Path:
+    """Write out/report.html from the evaluations (the first is the internal test set)."""
+    main = evals[0]
+    levels = {name: _level_result(getattr(main.levels, name), main.metrics[name]) for name in ("exam", "breast")}
+    ex = levels["exam"]
+    calibration = CalibrationInfo.from_arrays(ex.y, ex.p_raw, ex.p, metrics["temperature"], level="exam",
+                                              fitted_on=str(metrics.get("temperature_source")))
+    froc_curve = None
+    if main.metrics.get("froc"):
+        from mammokit.evaluation.evaluate import froc_block
+
+        _, froc_curve = froc_block(main.result)
+    training = config.get("training", {})
+    ctx = ReportContext(
+        title=f"mammokit evaluation: {training.get('run', 'model')} on {main.name} ({main.split})",
+        levels=levels,
+        run={"model": config["model"].get("name"), "input size": config["input"]["input_size"],
+             "full scale": config["input"]["full_scale"], "trained on": training.get("store"),
+             "training exams": training.get("exams"), "training vendors": ", ".join(training.get("vendors", [])),
+             "temperature": round(float(metrics["temperature"]), 4)},
+        data={"store": str(main.store), "split": main.split, "exams": len(main.levels.exam),
+              "sites": main.name, "external stores": len(evals) - 1},
+        calibration=calibration, froc_curve=froc_curve, froc=main.metrics.get("froc"),
+        uncertainty=main.metrics.get("uncertainty") or None, sites=[_site(r) for r in metrics["sites"]],
+        gallery=gallery_items(model, main, gallery, out) if gallery else (), seed=seed,
+    )
+    return write_report(out / "report.html", ctx)
+
+
+def _site(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("site", "vendors", "n_exams", "auc", "auc_ci_low", "auc_ci_high", "auc_drop", "temperature_refit",
+            "temperature")
+    out = {k: row.get(k) for k in keys}
+    out["auc_ci_low"] = out["auc_ci_low"] if out["auc_ci_low"] is not None else float("nan")
+    out["auc_ci_high"] = out["auc_ci_high"] if out["auc_ci_high"] is not None else float("nan")
+    return out
