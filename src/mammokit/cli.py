@@ -196,13 +196,14 @@ def calibrate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo"),
-    exams: Annotated[int, typer.Option(help="Synthetic exams to generate.")] = 8,
+    exams: Annotated[int, typer.Option(help="Synthetic training exams to generate.")] = 160,
+    test_exams: Annotated[int, typer.Option(help="Synthetic held-out test exams (and external-site exams).")] = 60,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
 ) -> None:
-    """Run the whole pipeline on a small synthetic dataset on CPU."""
+    """Run the whole pipeline on synthetic data on CPU: synth, index, preprocess, train, calibrate, evaluate."""
     from mammokit.demo import run_demo
 
-    run_demo(out, exams=exams, seed=seed, echo=typer.echo)
+    run_demo(out, exams=exams, test_exams=test_exams, seed=seed, echo=typer.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

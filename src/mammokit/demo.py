@@ -1,25 +1,86 @@
-"""`mammokit demo`: the whole pipeline on a small synthetic dataset, on CPU, in minutes."""
+"""`mammokit demo`: the whole pipeline on synthetic data, on CPU, in minutes.
+
+synth (train site, held-out test set from another seed, an external site with other vendors) → index →
+preprocess → one `show` picture → train (curriculum: global, then global-local) → calibrate on the validation split →
+evaluate on the test set and the external site → report.html.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mammokit.config import load_config
 
-def run_demo(out: str | Path, *, exams: int = 8, seed: int = 0, echo: Callable[[str], None] = print) -> dict:
-    """Generate synthetic DICOM into `out` and show what the reader sees; returns paths of what was written."""
-    from mammokit.inspect import describe_files, format_table, iter_dicom_files
+CONFIGS = Path(__file__).parent / "configs"
+DEMO_CONFIG = CONFIGS / "train_demo.yaml"
+DEMO_PREPROCESS = CONFIGS / "preprocess_demo.yaml"
+SIZE_SCALE = 0.3
+
+
+def prepare_store(root: str | Path, *, exams: int, seed: int, vendors: str | None = None, site: str = "site-A",
+                  workers: int = 2) -> Path:
+    """synth → index → preprocess into `root/store` (each step skipped when its output exists)."""
+    from mammokit.datasets.index import build_index, write_index
+    from mammokit.preprocess.config import PreprocessConfig
+    from mammokit.preprocess.pipeline import run_pipeline
     from mammokit.synth import generate
+
+    root = Path(root)
+    if not (root / "synth" / "labels.csv").is_file():
+        generate(root / "synth", exams=exams, seed=seed, size_scale=SIZE_SCALE, vendors=vendors, site=site,
+                 workers=workers)
+    if not (root / "images.parquet").is_file():
+        write_index(build_index(root / "synth", adapter="synth"), root / "images.parquet")
+    cfg = load_config(PreprocessConfig, DEMO_PREPROCESS)
+    run_pipeline(root / "images.parquet", root / "store", cfg, workers=workers, progress=False)
+    return root / "store"
+
+
+def run_demo(out: str | Path, *, exams: int = 160, test_exams: int = 60, seed: int = 0,
+             echo: Callable[[str], None] = print) -> dict:
+    """Run every step; returns the paths of the run, metrics and report."""
+    from mammokit.evaluation.evaluate import calibrate, evaluate
+    from mammokit.preprocess.show import write_show
+    from mammokit.training.config import TrainConfig
+    from mammokit.training.run import train
 
     out = Path(out)
     t0 = time.perf_counter()
-    echo(f"[1/2] synth: {exams} exams → {out / 'synth'}")
-    summary = generate(out / "synth", exams=exams, seed=seed, size_scale=0.25)
-    echo(f"      {summary.get('images', '?')} images in {time.perf_counter() - t0:.1f} s")
-    echo("[2/2] info: what the DICOM reader sees")
-    files = list(iter_dicom_files(out / "synth" / "dicom"))
-    rows = describe_files(files, decode=True, root=out / "synth" / "dicom")
-    echo(format_table(rows))
-    echo(f"done in {time.perf_counter() - t0:.1f} s; outputs under {out}")
-    return {"synth": out / "synth"}
+
+    def step(msg: str) -> None:
+        echo(f"[{time.perf_counter() - t0:6.0f} s] {msg}")
+
+    step(f"synth → index → preprocess: {exams} training exams (seed {seed})")
+    train_store = prepare_store(out / "train", exams=exams, seed=seed)
+    step(f"held-out test set: {test_exams} exams from another seed; external site: other vendors")
+    test_store = prepare_store(out / "test", exams=test_exams, seed=seed + 1000)
+    external_store = prepare_store(out / "external", exams=test_exams, seed=seed + 2000, vendors="external",
+                                   site="site-B")
+    import pandas as pd
+
+    first = pd.read_parquet(train_store / "preprocessed.parquet").query("view_group == 'MLO'").iloc[0]
+    picture = write_show(train_store, first["image_id"], out / "show.png")
+    step(f"show: {picture}")
+    cfg = load_config(TrainConfig, DEMO_CONFIG, [f"data.store={train_store}", f"runs_dir={out / 'runs'}",
+                                                 f"seed={seed}"])
+    step(f"train {cfg.model.name}: stages {[s.name for s in cfg.stages]}")
+    run = train(cfg)
+    step(f"trained: {run}")
+    temperature = calibrate(run, train_store, split="val")
+    step(f"calibrated on the validation split: temperature {temperature:.3f}")
+    metrics = evaluate(run, [test_store, external_store], out=run / "eval", split="all", n_boot=2000)
+    summary = {"exam": {"roc_auc": metrics["exam"]["roc_auc"], "roc_auc_ci": metrics["exam"]["roc_auc_ci"]},
+               "breast": {"roc_auc": metrics["breast"]["roc_auc"], "roc_auc_ci": metrics["breast"]["roc_auc_ci"]},
+               "test_store": str(test_store), "external": metrics["sites"][1:], "seconds": time.perf_counter() - t0}
+    (run / "metrics.json").write_text(json.dumps({**json.loads((run / "eval" / "metrics.json").read_text()),
+                                                  "demo": summary}, indent=1))
+    ex, br = metrics["exam"], metrics["breast"]
+    step(f"test exam AUC {ex['roc_auc']:.3f} [{ex['auc_ci_low']:.3f}, {ex['auc_ci_high']:.3f}], "
+         f"breast AUC {br['roc_auc']:.3f} [{br['auc_ci_low']:.3f}, {br['auc_ci_high']:.3f}]")
+    for site in metrics["sites"][1:]:
+        step(f"external {site['site']}: exam AUC {site['auc']:.3f} (drop {site['auc_drop']:+.3f})")
+    step(f"report: {metrics['report']}")
+    return {"run": run, "metrics": run / "metrics.json", "report": metrics["report"], "show": picture}
