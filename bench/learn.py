@@ -23,18 +23,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/mammokit-learn"))
     ap.add_argument("--exams", type=int, default=160)
     ap.add_argument("--test-exams", type=int, default=60)
-    ap.add_argument("--models", default="multiview_gmic,multiview_global")
+    ap.add_argument("--models", default="multiview_gmic,global_only")
+    ap.add_argument("--difficulty", type=float, default=None, help="synthetic lesion difficulty (default: demo's)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="training config override")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    train_store = prepare_store(args.out / "train", exams=args.exams, seed=0)
-    test_store = prepare_store(args.out / "test", exams=args.test_exams, seed=1000)
+    extra = {"difficulty": args.difficulty} if args.difficulty is not None else {}
+    train_store = prepare_store(args.out / "train", exams=args.exams, seed=0, **extra)
+    test_store = prepare_store(args.out / "test", exams=args.test_exams, seed=1000, **extra)
     print(f"data ready in {time.perf_counter() - t0:.0f} s", flush=True)
     results = {}
     for name in args.models.split(","):
         overrides = [f"data.store={train_store}", f"runs_dir={args.out / 'runs'}", f"name={name}",
                      f"model.name={name}", *args.overrides]
-        if name.endswith("global") or name == "global_only":
+        if name == "global_only":  # single-view baseline: items are views; exams roll up by max over breasts
+            overrides += ["data.level=view", "model.kwargs.num_patches=0"]
+        elif name.endswith("global"):
             overrides += ["model.kwargs.num_patches=0"]
         cfg = load_config(TrainConfig, DEMO_CONFIG, overrides)
         t1 = time.perf_counter()

@@ -18,10 +18,11 @@ CONFIGS = Path(__file__).parent / "configs"
 DEMO_CONFIG = CONFIGS / "train_demo.yaml"
 DEMO_PREPROCESS = CONFIGS / "preprocess_demo.yaml"
 SIZE_SCALE = 0.3
+DIFFICULTY = 0.6  # lesions a little less subtle than the generator's default (see docs/architecture.md)
 
 
 def prepare_store(root: str | Path, *, exams: int, seed: int, vendors: str | None = None, site: str = "site-A",
-                  workers: int = 2) -> Path:
+                  workers: int = 2, difficulty: float = DIFFICULTY) -> Path:
     """synth → index → preprocess into `root/store` (each step skipped when its output exists)."""
     from mammokit.datasets.index import build_index, write_index
     from mammokit.preprocess.config import PreprocessConfig
@@ -31,7 +32,7 @@ def prepare_store(root: str | Path, *, exams: int, seed: int, vendors: str | Non
     root = Path(root)
     if not (root / "synth" / "labels.csv").is_file():
         generate(root / "synth", exams=exams, seed=seed, size_scale=SIZE_SCALE, vendors=vendors, site=site,
-                 workers=workers)
+                 workers=workers, difficulty=difficulty)
     if not (root / "images.parquet").is_file():
         write_index(build_index(root / "synth", adapter="synth"), root / "images.parquet")
     cfg = load_config(PreprocessConfig, DEMO_PREPROCESS)
