@@ -73,7 +73,7 @@ class TrainerConfig(StrictModel):
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"  # "bf16-mixed" / "16-mixed" on GPUs
+    precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32-true on CPU
     monitor: str = "val/exam_auc"
     monitor_mode: Literal["max", "min"] = "max"
     log_every_n_steps: int = 10

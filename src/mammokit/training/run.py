@@ -70,6 +70,15 @@ def _stage_module(cfg: TrainConfig, stage: StageConfig, total_steps: int) -> Res
     )
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """"auto" → bf16-mixed where the GPU supports bf16, 16-mixed on older GPUs, 32-true on CPU."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
 def _trainer(cfg: TrainConfig, stage_dir: Path, run_dir: Path, name: str, epochs: int) -> L.Trainer:
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best", monitor=t.monitor, mode=t.monitor_mode,
@@ -83,7 +92,8 @@ def _trainer(cfg: TrainConfig, stage_dir: Path, run_dir: Path, name: str, epochs
                TensorBoardLogger(run_dir / "logs", name="tensorboard", version=name)]
     return L.Trainer(
         max_epochs=epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-        precision=t.precision, callbacks=callbacks, logger=loggers, log_every_n_steps=t.log_every_n_steps,
+        precision=resolve_precision(t.precision, t.accelerator), callbacks=callbacks, logger=loggers,
+        log_every_n_steps=t.log_every_n_steps,
         gradient_clip_val=cfg.optim.grad_clip, accumulate_grad_batches=cfg.optim.accumulate,
         deterministic=t.deterministic, use_distributed_sampler=False, enable_progress_bar=t.progress_bar,
         enable_model_summary=False, num_sanity_val_steps=0, max_steps=t.max_steps,
