@@ -194,6 +194,41 @@ def calibrate(
 
 
 @app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A run folder (runs/NAME) or a released model folder.")],
+    study_dir: Annotated[Path, typer.Argument(help="Folder of one study's DICOM files (any views), or of several.")],
+    out: Annotated[Path, typer.Option(help="Output folder: one subfolder with prediction.json per study.")] = Path(
+        "prediction"),
+    heatmap: Annotated[str, typer.Option(help="saliency (the model's own map) | gradcam")] = "saliency",
+    workers: Annotated[int, typer.Option(help="Processes for preprocessing.")] = 1,
+    keep_store: Annotated[bool, typer.Option(help="Keep the temporary preprocessed store under OUT.")] = False,
+) -> None:
+    """Predict studies: calibrated exam/breast/view probabilities, heatmaps on the DICOM grid, prediction.json."""
+    from mammokit.predict import predict_studies
+
+    for p in predict_studies(model, study_dir, out=out, heatmap=heatmap, workers=workers, keep_store=keep_store):
+        exam = p.prediction["exam"]
+        score = f"exam p={exam['prob']:.3f} (raw {exam['prob_raw']:.3f})" if exam else "no prediction"
+        typer.echo(f"{p.exam_id}: {score}, {len(p.prediction['warnings'])} warnings → {p.folder / 'prediction.json'}")
+    typer.echo(INTENDED_USE)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="A run folder (runs/NAME) or a released model folder.")],
+    out: Annotated[Path, typer.Option(help="The .onnx file to write (config.json goes beside it).")] = Path(
+        "model.onnx"),
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+) -> None:
+    """Export a released model to ONNX (all four views present) and check it against PyTorch with onnxruntime."""
+    from mammokit.export import export_onnx
+
+    result = export_onnx(model, out, opset=opset)
+    errors = ", ".join(f"{k} {v:.2e}" for k, v in result.max_abs_error.items())
+    typer.echo(f"onnx: {result.onnx_path}\nmodel card: {result.card_path}\nmax |onnxruntime - pytorch|: {errors}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo"),
     exams: Annotated[int, typer.Option(help="Synthetic training exams to generate.")] = 160,

@@ -1,0 +1,445 @@
+"""`mammokit predict`: one study (or a folder of studies) of raw DICOM in → calibrated scores and heatmaps out.
+
+Per study the steps are those of training, run on the study alone: header scan → preprocessing with the exact
+preprocessing config the model was trained with (from its config.json) into a temporary store → the model's input
+(`ExamDataset` with the model's input settings) → exam, breast and view logits → calibrated probabilities
+(temperature scaling, T from config.json) → per-view heatmaps (the model's own saliency, or Grad-CAM) and patch
+boxes mapped back onto each DICOM's original pixel grid → `OUT/<exam hash>/prediction.json` and PNGs.
+
+Nothing identifying leaves: studies, patients and images are named by the reader's salted hashes, never by names,
+birth dates or UIDs. A file that cannot be used (broken DICOM, failed preprocessing) becomes a warning of its study
+and the rest still predicts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from mammokit import INTENDED_USE
+from mammokit.config import config_hash
+from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate, fit_into, view_slot
+from mammokit.datasets.index import scan
+from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, hash_id, read_dicom
+from mammokit.evaluation.evaluate import resolve_model_dir
+from mammokit.evaluation.explain import (
+    gradcam,
+    input_boxes_to_dicom,
+    input_scale,
+    model_saliency,
+    overlay_png,
+    to_dicom_grid,
+)
+from mammokit.evaluation.inference import dataset_for
+from mammokit.io import atomic_write, atomic_write_text
+from mammokit.preprocess.config import PreprocessConfig
+from mammokit.preprocess.geometry import TransformRecord
+from mammokit.preprocess.pipeline import run_pipeline
+from mammokit.training.module import model_inputs
+from mammokit.training.release import load_released
+
+log = logging.getLogger(__name__)
+__all__ = ["HEATMAPS", "StudyPrediction", "predict", "predict_studies", "preprocess_config_of"]
+
+HEATMAPS = ("saliency", "gradcam")
+CARD_KEYS = ("run", "seed", "exams", "images", "sites", "vendors", "spacing_mm")
+ID_SALT_NOTE = "ids are salted HMAC-SHA256 hashes (set MAMMOKIT_ID_SALT for your own key)"
+
+
+@dataclass
+class StudyPrediction:
+    """One study's result: its folder under OUT and the content of its prediction.json."""
+
+    exam_id: str
+    folder: Path
+    prediction: dict[str, Any]
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _scores(logit: float | None, temperature: float) -> dict[str, float] | None:
+    """Logit, raw probability sigmoid(z) and calibrated probability sigmoid(z / T); None for an absent level."""
+    if logit is None or not math.isfinite(logit):
+        return None
+    return {"logit": float(logit), "prob_raw": _sigmoid(logit), "prob": _sigmoid(logit / temperature)}
+
+
+def preprocess_config_of(config: dict[str, Any]) -> tuple[PreprocessConfig, list[str]]:
+    """The preprocessing config a released model was trained with, and warnings when it is missing or changed."""
+    pre = config.get("preprocess") or {}
+    if not pre.get("config"):
+        return PreprocessConfig(), ["the model's config.json records no preprocessing config: used the defaults, "
+                                    "which may differ from what the model was trained on"]
+    cfg = PreprocessConfig.model_validate(pre["config"])
+    recorded = pre.get("config_hash")
+    if recorded and recorded != config_hash(cfg):
+        return cfg, [f"preprocessing config hash {config_hash(cfg)} differs from the model's recorded {recorded} "
+                     "(the config schema changed since training; the recorded values were used)"]
+    return cfg, []
+
+
+def _card(config: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """The model's name, input settings, temperature and a short training-card summary for prediction.json."""
+    spec = config.get("model", {})
+    training = config.get("training") or {}
+    stages = training.get("stages")
+    card = {k: training.get(k) for k in CARD_KEYS if k in training}
+    if isinstance(stages, dict):
+        card["stages"] = list(stages)
+    inp = config.get("input", {})
+    return {
+        "name": spec.get("name"), "folder": model_dir.name, "format": config.get("format"),
+        "mammokit_version": config.get("mammokit_version"),
+        "members": len(spec.get("members", [])) or None,
+        "input": {k: inp.get(k) for k in ("level", "input_size", "full_scale", "normalization")},
+        "temperature": float(config.get("temperature", 1.0)),
+        "temperature_source": config.get("temperature_source",
+                                         "none (T = 1)" if config.get("temperature", 1.0) == 1.0 else "not recorded"),
+        "training": card,
+    }
+
+
+def _folder_key(relpath: str) -> str:
+    """A stand-in exam id for files without study identifiers: a salted hash of their folder (never its name)."""
+    return "folder-" + (hash_id(str(Path(relpath).parent), _salt()) or "")[:16]
+
+
+def _file_label(rel: str) -> str:
+    """A file's name in output files: a salted hash of its relative path (folder and file names of PACS exports
+    often hold patient names or UIDs); the real path is only logged to the console."""
+    return f"file #{hash_id(rel, _salt())[:10]}"
+
+
+def _scrub(text: str, labels: dict[str, str]) -> str:
+    """A reason string with every known file path (absolute, as scanned) replaced by that file's label."""
+    text = str(text)
+    for path in sorted(labels, key=len, reverse=True):
+        text = text.replace(path, labels[path])
+    return text
+
+
+def _assign_warning(studies: dict[str, list[str]], folders: dict[str, set[str]], rel: str, text: str) -> None:
+    """Attach a file-level warning to the studies with files in the same folder (or every study if none)."""
+    parent = str(Path(rel).parent)
+    hits = [e for e, dirs in folders.items() if parent in dirs]
+    for exam_id in hits or list(studies):
+        studies[exam_id].append(text)
+
+
+def _stored_rows(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(preprocessed rows with a `cancer` column for the dataset, failures) of the temporary store."""
+    table = pd.read_parquet(store / "preprocessed.parquet")
+    failures = pd.read_csv(store / "failures.csv", dtype=str)
+    if table.empty:
+        return table, failures
+    if "cancer" not in table.columns:
+        table["cancer"] = np.nan
+    return table, failures
+
+
+def _view_warnings(table: pd.DataFrame, level: str) -> list[str]:
+    """Missing, unused and duplicated views, and per-image read/preprocessing notes, as plain sentences."""
+    out: list[str] = []
+    slots = [view_slot(lat, vg) for lat, vg in zip(table["laterality"], table["view_group"], strict=True)]
+    present = {s for s in slots if s is not None}
+    if level != "view":
+        missing = [f"{lat}-{v}" for i, (lat, v) in enumerate(VIEW_SLOTS) if i not in present]
+        if missing:
+            out.append(f"missing views: {', '.join(missing)} (the model predicts from the views present)")
+        counts = pd.Series([s for s in slots if s is not None]).value_counts()
+        for slot, n in counts[counts > 1].items():
+            lat, v = VIEW_SLOTS[int(slot)]
+            out.append(f"{n} images of {lat}-{v}: only the first (by SOP UID order) is used")
+    for (_, row), slot in zip(table.iterrows(), slots, strict=True):
+        label = _label(row)
+        if slot is None:
+            out.append(f"{label}: view {row.get('view')!r} with laterality {row.get('laterality')!r} is not one of "
+                       "L/R CC/MLO; not used")
+        for col in ("read_warnings", "mask_warnings"):
+            if isinstance(row.get(col), str) and row[col]:
+                out.append(f"{label}: {row[col]}")
+        if bool(row.get("orientation_disagreement")):
+            out.append(f"{label}: orientation disagreement ({row.get('orientation_reason')}); "
+                       f"{row.get('orientation_source')} was used")
+    return out
+
+
+def _label(row: pd.Series) -> str:
+    """A readable, non-identifying name of one image: laterality-view and the salted hash of its SOP UID."""
+    return f"{row.get('laterality') or '?'}-{row.get('view') or '?'} [{_image_hash(row)[:8]}]"
+
+
+def _image_hash(row: pd.Series | dict[str, Any]) -> str:
+    return hash_id(str(row.get("sop_uid") or row.get("image_id")), _salt()) or "unknown"
+
+
+def _salt() -> str:
+    """The reader's identifier salt (same rule as `read_dicom`), so image hashes match the index's."""
+    return os.environ.get(ENV_SALT) or DEFAULT_ID_SALT
+
+
+def _heatmaps(model: torch.nn.Module, batch: dict[str, Any], out: dict[str, Any], kind: str,
+              input_size: tuple[int, int], warnings: list[str]) -> np.ndarray:
+    """(V, H, W) heatmaps over the global input canvas: the model's saliency or Grad-CAM of the breast logits."""
+    if kind == "gradcam":
+        try:
+            return gradcam(model, model_inputs(batch), target="breast")[0]
+        except ValueError as err:  # e.g. an ensemble: Grad-CAM needs one network
+            warnings.append(f"Grad-CAM unavailable ({err}); the model's own saliency map is shown instead")
+    return model_saliency(out, input_size)[0]
+
+
+def _level_logits(level: str, items: list[dict[str, Any]]) -> tuple[float | None, dict[str, float | None]]:
+    """Exam and breast logits of one study from its items (one exam, two breasts or single views).
+
+    Exam-level models give both directly. Breast-level items each give one breast and single-view items one view;
+    there a breast is the mean of its views' logits and the exam the maximum over breasts (as in evaluation).
+    """
+    breasts: dict[str, list[float]] = {"L": [], "R": []}
+    if level == "view":
+        for it in items:
+            for v in it["views"]:
+                breasts[v["laterality"]].append(v["logit"])
+    else:
+        for it in items:
+            for col, side in enumerate(("L", "R")):
+                if it["breast_mask"][col]:
+                    breasts[side].append(float(it["breast_logits"][col]))
+    breast = {s: (float(np.mean(v)) if v else None) for s, v in breasts.items()}
+    if level == "exam" and len(items) == 1:
+        return float(items[0]["exam_logit"]), breast
+    known = [v for v in breast.values() if v is not None]
+    return (max(known) if known else None), breast
+
+
+def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame, kind: str, out_dir: Path,
+               temperature: float, overlay_max_side: int | None, warnings: list[str]) -> list[dict[str, Any]]:
+    """Forward every dataset item of one study; map heatmaps and patch boxes to DICOM pixels and write the PNGs."""
+    by_id = table.set_index("image_id")
+    k = max(1, dataset.full_scale)  # the dataset renders a k-times larger "full" canvas, then area-downscales
+    full_size = (dataset.input_size[0] * k, dataset.input_size[1] * k)
+    items = []
+    for index in range(len(dataset)):
+        batch = collate([dataset[index]])
+        with torch.no_grad():
+            out = model(model_inputs(batch))
+        heat = _heatmaps(model, batch, out, kind, dataset.input_size, warnings)
+        view_logits = out["view_logits"].detach().float().reshape(1, -1)[0].numpy()
+        boxes = out["patch_boxes"].detach().float()[0].numpy()
+        attention = out["patch_attention"].detach().float()[0].numpy()
+        views = []
+        for slot, image_id in enumerate(batch["image_ids"][0]):
+            if not image_id:
+                continue
+            row = by_id.loc[image_id]
+            views.append(_view_entry(row, heat[slot], boxes[slot], attention[slot], float(view_logits[slot]),
+                                     full_size, k, kind, out_dir, temperature, overlay_max_side))
+        items.append({"exam_logit": float(out["exam_logit"].reshape(-1)[0]),
+                      "breast_logits": out["breast_logits"][0].detach().float().numpy(),
+                      "breast_mask": out["breast_mask"][0].numpy().astype(bool), "views": views})
+    return items
+
+
+def _view_entry(row: pd.Series, heat_input: np.ndarray, boxes: np.ndarray, attention: np.ndarray, logit: float,
+                full_size: tuple[int, int], downscale: float, kind: str, out_dir: Path, temperature: float,
+                overlay_max_side: int | None) -> dict[str, Any]:
+    """One view of prediction.json: its scores, the heatmap on the DICOM grid (PNG files) and its patch boxes."""
+    record = TransformRecord.from_dict(json.loads(row["transform"]))
+    stored_shape = tuple(record.stored_shape)
+    # The placement comes from `fit_into` itself, so the map back can never drift from what the dataset rendered.
+    _, placement = fit_into(np.zeros(stored_shape, np.float32), full_size, 0.0)
+    scale = input_scale(placement, stored_shape, downscale)
+    heat = np.clip(to_dicom_grid(heat_input, scale, record), 0.0, 1.0)
+    dicom_boxes = input_boxes_to_dicom(boxes, scale, record) if len(boxes) else np.zeros((0, 4))
+    image_hash = _image_hash(row)
+    name = f"{row['laterality']}-{row['view_group']}_{image_hash[:10]}"
+    heat_file, overlay_file = f"{name}_heatmap.png", f"{name}_overlay.png"
+    heat16 = np.round(heat * 65535.0).astype(np.uint16)
+    atomic_write(out_dir / heat_file, lambda tmp: _imwrite(tmp, heat16))
+    pixels = read_dicom(row["path"]).pixels
+    scores = _scores(logit, temperature)
+    title = f"{row['laterality']}-{row['view_group']}  p={scores['prob']:.2f}" if scores else None
+    overlay_png(pixels, heat, out_dir / overlay_file, boxes=dicom_boxes, title=title, max_side=overlay_max_side)
+    order = np.argsort(-attention, kind="stable") if len(attention) else np.zeros(0, int)
+    x0, y0, x1, y1 = record.crop_box
+    return {
+        "view": f"{row['laterality']}-{row['view_group']}", "laterality": row["laterality"], "view_code": row["view"],
+        "image_hash": image_hash, **(scores or {"logit": None, "prob_raw": None, "prob": None}),
+        "rows": int(record.original_shape[0]), "columns": int(record.original_shape[1]),
+        "manufacturer": row.get("manufacturer"), "heatmap_kind": kind, "heatmap": heat_file, "overlay": overlay_file,
+        "heatmap_scale": "uint16 PNG on the DICOM pixel grid; value / 65535 = heat in [0, 1]",
+        "heatmap_max": float(heat.max()),
+        "crop_box": {"x0": x0, "y0": y0, "x1": x1, "y1": y1},
+        "patch_boxes": [{"x0": float(dicom_boxes[k, 0]), "y0": float(dicom_boxes[k, 1]),
+                         "x1": float(dicom_boxes[k, 2]), "y1": float(dicom_boxes[k, 3]),
+                         "attention": float(attention[k]), "inside_fraction": _inside(dicom_boxes[k], record.crop_box)}
+                        for k in order],
+        "flip": bool(record.flip), "spacing_source": row.get("spacing_source"),
+        "orientation_source": row.get("orientation_source"),
+    }
+
+
+def _inside(box: np.ndarray, crop: tuple[int, int, int, int]) -> float:
+    """Fraction of a (x0, y0, x1, y1) box inside the crop box: retrieval may pick a window on the canvas padding."""
+    w = max(0.0, min(box[2], crop[2]) - max(box[0], crop[0]))
+    h = max(0.0, min(box[3], crop[3]) - max(box[1], crop[1]))
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return float(w * h / area) if area > 0 else 0.0
+
+
+def _imwrite(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise OSError(f"could not write {path} (OpenCV)")
+
+
+def _json_ready(obj: Any) -> Any:
+    """Plain JSON values: numpy scalars unwrapped, NaN/inf and pandas' missing values as null."""
+    if isinstance(obj, dict):
+        return {str(k): _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if obj is None or obj is pd.NA or (isinstance(obj, float) and not math.isfinite(obj)):
+        return None
+    return obj if isinstance(obj, str | int | float | bool) else str(obj)
+
+
+def _outside(table: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """Rows whose file is not under `folder` (an output folder placed inside the study folder is not input)."""
+    if table.empty:
+        return table
+    keep = np.array([not Path(p).resolve().is_relative_to(folder) for p in table["path"]], dtype=bool)
+    return table[keep].reset_index(drop=True)
+
+
+def predict_studies(
+    model_path: str | Path,
+    study_dir: str | Path,
+    *,
+    out: str | Path,
+    heatmap: str = "saliency",
+    workers: int = 1,
+    keep_store: bool = False,
+    overlay_max_side: int | None = 2048,
+) -> list[StudyPrediction]:
+    """Predict every study under `study_dir` with a released model; writes `out/<exam hash>/prediction.json`.
+
+    Args:
+        model_path: a released model folder or a run folder holding one in `model/`.
+        study_dir: a folder with the DICOM files of one study (any subset of its views) or of several studies.
+        out: output folder; each study gets a subfolder named by its salted study hash, plus `summary.json`.
+        heatmap: "saliency" (the model's own map, free) or "gradcam" (Grad-CAM of each view's breast logit).
+        workers: processes for preprocessing.
+        keep_store: keep the temporary preprocessed store (`out/.store-*`) for inspection.
+        overlay_max_side: downscale overlay PNGs to this long side (None = the DICOM's own size); the heatmap PNGs
+            always have the DICOM's size.
+
+    Raises:
+        FileNotFoundError: `model_path` is not a model, or `study_dir` is not a folder.
+        ValueError: `heatmap` is unknown, or `study_dir` holds no usable DICOM file.
+    """
+    if heatmap not in HEATMAPS:
+        raise ValueError(f"heatmap must be one of {HEATMAPS}, got {heatmap!r}")
+    study_dir, out = Path(study_dir), Path(out)
+    if not study_dir.is_dir():
+        raise FileNotFoundError(f"{study_dir}: not a folder (give the folder holding a study's DICOM files)")
+    t0 = time.perf_counter()
+    model_dir = resolve_model_dir(model_path)
+    model, config = load_released(model_dir)
+    temperature = float(config.get("temperature", 1.0))
+    if not temperature > 0:
+        raise ValueError(f"{model_dir / 'config.json'}: temperature must be positive, got {temperature}")
+    pre_cfg, model_warnings = preprocess_config_of(config)
+    out.mkdir(parents=True, exist_ok=True)
+    out_abs = out.resolve()
+    result = scan(study_dir)
+    index, skipped = _outside(result.images, out_abs), _outside(result.skipped, out_abs)
+    if index.empty:
+        reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in zip(skipped["path"], skipped["reason"], strict=True))
+        raise ValueError(f"{study_dir}: no usable DICOM file found{' (' + reasons + ')' if reasons else ''}")
+    index = index.assign(exam_id=[e if isinstance(e, str) and e else _folder_key(r)
+                                  for e, r in zip(index["exam_id"], index["relpath"], strict=True)])
+    study_warnings: dict[str, list[str]] = {e: list(model_warnings) for e in sorted(index["exam_id"].unique())}
+    folders = {e: {str(Path(r).parent) for r in g["relpath"]} for e, g in index.groupby("exam_id")}
+    rels = [str(Path(p).resolve().relative_to(study_dir.resolve())) for p in skipped["path"]]
+    labels = {**{p: _label(row) for p, (_, row) in zip(index["path"], index.iterrows(), strict=True)},
+              **{p: _file_label(rel) for p, rel in zip(skipped["path"], rels, strict=True)}}
+    for path, rel, reason in zip(skipped["path"], rels, skipped["reason"], strict=True):
+        log.warning("%s (%s): not used: %s", rel, labels[path], reason)
+        _assign_warning(study_warnings, folders, rel, f"{labels[path]}: not used: {_scrub(reason, labels)}")
+    store = Path(tempfile.mkdtemp(prefix=".store-", dir=out))
+    try:
+        run_pipeline(index, store, pre_cfg, workers=workers, progress=False)
+        table, failures = _stored_rows(store)
+        by_id = index.set_index("image_id")
+        for image_id, path, reason in zip(failures["image_id"], failures["path"], failures["reason"], strict=True):
+            row = by_id.loc[image_id]
+            log.warning("%s (%s): preprocessing failed: %s", row["relpath"], labels[path], reason)
+            study_warnings[row["exam_id"]].append(f"{labels[path]}: preprocessing failed: {_scrub(reason, labels)}")
+        predictions = []
+        for exam_id, warnings in study_warnings.items():
+            rows = table[table["exam_id"] == exam_id] if not table.empty else table
+            predictions.append(_predict_study(model, config, model_dir, exam_id, index[index["exam_id"] == exam_id],
+                                              rows, store, out / exam_id, warnings, heatmap, temperature,
+                                              overlay_max_side))
+    finally:
+        if not keep_store:
+            shutil.rmtree(store, ignore_errors=True)
+    summary = {"intended_use": INTENDED_USE, "model": _card(config, model_dir), "seconds": time.perf_counter() - t0,
+               "studies": [{"exam_id": p.exam_id, "folder": p.folder.name,
+                            "exam": p.prediction["exam"], "warnings": len(p.prediction["warnings"])}
+                           for p in predictions]}
+    atomic_write_text(out / "summary.json", json.dumps(_json_ready(summary), indent=1))
+    return predictions
+
+
+def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Path, exam_id: str,
+                   index_rows: pd.DataFrame, table: pd.DataFrame, store: Path, folder: Path, warnings: list[str],
+                   heatmap: str, temperature: float, overlay_max_side: int | None) -> StudyPrediction:
+    """Inference, roll-up and outputs of one study (`table` = its preprocessed rows, possibly none)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    level = config["input"]["level"]
+    items: list[dict[str, Any]] = []
+    if not table.empty:
+        warnings.extend(_view_warnings(table, level))
+        dataset = dataset_for(config, table.reset_index(drop=True), store)
+        items = _run_items(model, dataset, table, heatmap, folder, temperature, overlay_max_side, warnings)
+    if not items:
+        warnings.append("no usable CC/MLO view in this study: no prediction")
+    exam_logit, breast_logits = _level_logits(level, items) if items else (None, {"L": None, "R": None})
+    patients = [p for p in index_rows["patient_id"].dropna().unique()]
+    prediction = {
+        "intended_use": INTENDED_USE,
+        "study": {"exam_id": exam_id, "patient_id": patients[0] if patients else None, "files": len(index_rows),
+                  "views_used": sorted(v["view"] for it in items for v in it["views"]), "id_note": ID_SALT_NOTE},
+        "model": _card(config, model_dir),
+        "preprocess": {"config_hash": config_hash(preprocess_config_of(config)[0])},
+        "exam": _scores(exam_logit, temperature),
+        "breasts": {s: _scores(v, temperature) for s, v in breast_logits.items()},
+        "views": [v for it in items for v in it["views"]],
+        "calibration": f"prob = sigmoid(logit / T) with T = {temperature:g}; prob_raw = sigmoid(logit)",
+        "warnings": list(dict.fromkeys(warnings)),
+    }
+    atomic_write_text(folder / "prediction.json", json.dumps(_json_ready(prediction), indent=1))
+    return StudyPrediction(exam_id, folder, prediction)
+
+
+def predict(model_path: str | Path, study_dir: str | Path, *, out: str | Path, **kwargs: Any) -> list[dict[str, Any]]:
+    """`predict_studies`, returning just the prediction.json contents (one per study)."""
+    return [p.prediction for p in predict_studies(model_path, study_dir, out=out, **kwargs)]
