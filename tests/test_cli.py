@@ -24,7 +24,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _assert_no_phi(text: str) -> None:
-    for pattern in PHI_PATTERNS:
+    for pattern in PHI_PATTERNS.values():
         assert not re.search(pattern, text), f"PHI pattern {pattern!r} leaked"
 
 
