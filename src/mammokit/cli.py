@@ -86,7 +86,7 @@ def index(
     src: Annotated[Path, typer.Argument(help="Folder tree of DICOM files.")],
     out: Annotated[Path, typer.Option(help="Where to write the index.")] = Path("images.parquet"),
     labels: Annotated[Path | None, typer.Option(help="Label file (adapter-specific).")] = None,
-    adapter: Annotated[str, typer.Option(help="generic | synth")] = "generic",
+    adapter: Annotated[str, typer.Option(help="generic, synth, rsna, vindr, cbis-ddsm, cmmd, inbreast")] = "generic",
     workers: Annotated[int, typer.Option(help="Processes for the header scan.")] = 1,
 ) -> None:
     """Scan DICOM headers (no pixel decoding) into images.parquet, one row per image; skipped files listed."""

@@ -43,16 +43,21 @@ class Placement:
     width: int
 
 
+def placement_for(shape: tuple[int, int], size: tuple[int, int]) -> Placement:
+    """Where an image of `shape` lands when fitted into a canvas of `size` (aspect kept, top-left aligned)."""
+    h, w = shape
+    scale = min(size[0] / h, size[1] / w)
+    return Placement(scale, max(1, min(size[0], round(h * scale))), max(1, min(size[1], round(w * scale))))
+
+
 def fit_into(image: np.ndarray, size: tuple[int, int], fill: float) -> tuple[np.ndarray, Placement]:
     """Resize `image` to fit (H, W) keeping its aspect ratio; top-left aligned, the rest filled with `fill`."""
-    h, w = image.shape
-    scale = min(size[0] / h, size[1] / w)
-    nh, nw = max(1, min(size[0], round(h * scale))), max(1, min(size[1], round(w * scale)))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (nw, nh), interpolation=interp)
+    placement = placement_for(image.shape, size)
+    interp = cv2.INTER_AREA if placement.scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (placement.width, placement.height), interpolation=interp)
     canvas = np.full(size, fill, dtype=np.float32)
-    canvas[:nh, :nw] = resized
-    return canvas, Placement(scale, nh, nw)
+    canvas[: placement.height, : placement.width] = resized
+    return canvas, placement
 
 
 def robust_scale(p1: float, p99: float, std: float) -> float:
@@ -164,7 +169,8 @@ class ExamDataset(Dataset):
         return np.array([it["patient_id"] for it in self.items])
 
     # ----------------------------------------------------------------------------------------------- images
-    def _full_size(self) -> tuple[int, int]:
+    def full_size(self) -> tuple[int, int]:
+        """(H, W) of the full view the local pathway crops from."""
         k = max(1, self.full_scale)
         return self.input_size[0] * k, self.input_size[1] * k
 
@@ -188,7 +194,7 @@ class ExamDataset(Dataset):
         """(global HxW, full HfxWf, info) for one stored image."""
         image = read_image(self.store / row["image_path"], float(row["offset"]), float(row["scale"]))
         background = float(row["background"])
-        full, placement = fit_into(image, self._full_size(), background)
+        full, placement = fit_into(image, self.full_size(), background)
         boxes = _lesion_boxes(row, placement.scale)
         if self.augment is not None and rng is not None:
             full, boxes_aug, _, _ = self.augment(full, boxes=boxes if len(boxes) else None,
@@ -197,7 +203,7 @@ class ExamDataset(Dataset):
         inside = full > background
         full = self._normalise(full, row, inside)
         g = cv2.resize(full, (self.input_size[1], self.input_size[0]), interpolation=cv2.INTER_AREA)
-        k = self._full_size()[0] / self.input_size[0]
+        k = self.full_size()[0] / self.input_size[0]
         info = {"scale_full": placement.scale, "boxes_global": boxes / k, "malignant": _lesion_malignant(row)}
         return g, full, info
 
@@ -209,7 +215,7 @@ class ExamDataset(Dataset):
         item = self.items[index]
         rng = item_rng(self.seed, epoch, index) if self.augment is not None else None
         h, w = self.input_size
-        hf, wf = self._full_size()
+        hf, wf = self.full_size()
         n_slots = 1 if self.level == "view" else 4
         images = np.zeros((n_slots, 1, h, w), np.float32)
         full = np.zeros((n_slots, 1, hf, wf), np.float32)

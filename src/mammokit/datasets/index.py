@@ -162,7 +162,7 @@ def attach_lesions(images: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
     return images
 
 
-def adapt_generic(result: IndexResult, src: Path, labels: Path | None) -> IndexResult:
+def adapt_generic(result: IndexResult, src: Path, labels: Path | None, *, salt: str | None = None) -> IndexResult:
     """Generic adapter: headers only, plus an optional label CSV (sop_uid or study_uid+laterality keyed)."""
     images = result.images
     if labels is not None:
@@ -172,7 +172,7 @@ def adapt_generic(result: IndexResult, src: Path, labels: Path | None) -> IndexR
     return IndexResult(images, result.skipped, result.seconds)
 
 
-def adapt_synth(result: IndexResult, src: Path, labels: Path | None) -> IndexResult:
+def adapt_synth(result: IndexResult, src: Path, labels: Path | None, *, salt: str | None = None) -> IndexResult:
     """Adapter for `mammokit synth` output: joins labels.csv (breast level) and lesions.csv (boxes)."""
     labels = labels or _find_upwards(src, "labels.csv")
     if labels is None:
@@ -193,10 +193,19 @@ def adapt_synth(result: IndexResult, src: Path, labels: Path | None) -> IndexRes
     return IndexResult(images, result.skipped, result.seconds)
 
 
-ADAPTERS: dict[str, Callable[[IndexResult, Path, Path | None], IndexResult]] = {
+ADAPTERS: dict[str, Callable[..., IndexResult]] = {
     "generic": adapt_generic,
     "synth": adapt_synth,
 }
+
+
+def _register_public_adapters() -> None:
+    from mammokit.datasets.public import PUBLIC_ADAPTERS
+
+    ADAPTERS.update(PUBLIC_ADAPTERS)
+
+
+_register_public_adapters()
 
 
 def build_index(src: str | Path, *, adapter: str = "generic", labels: str | Path | None = None, workers: int = 1,
@@ -208,7 +217,7 @@ def build_index(src: str | Path, *, adapter: str = "generic", labels: str | Path
     result = scan(src, workers=workers, salt=salt)
     if result.images.empty:
         return result
-    return ADAPTERS[adapter](result, src, Path(labels) if labels else None)
+    return ADAPTERS[adapter](result, src, Path(labels) if labels else None, salt=salt)
 
 
 def write_index(result: IndexResult, out: str | Path) -> tuple[Path, Path]:

@@ -121,12 +121,18 @@ def level_metrics(df: pd.DataFrame, temperature: float, *, n_boot: int, seed: in
     return metrics, df
 
 
+def ece_bins(n: int, default: int = 15) -> int:
+    """15 bins, fewer when a (small external) set has fewer cases than that."""
+    return max(1, min(default, n))
+
+
 def calibration_block(y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray) -> dict[str, float]:
     """ECE (equal-width and equal-mass, 15 bins) and Brier score before and after temperature scaling."""
     out = {}
+    bins = ece_bins(len(y))
     for tag, p in (("before", p_raw), ("after", p_cal)):
-        out[f"ece_uniform_{tag}"] = expected_calibration_error(y, p, 15, "uniform")
-        out[f"ece_quantile_{tag}"] = expected_calibration_error(y, p, 15, "quantile")
+        out[f"ece_uniform_{tag}"] = expected_calibration_error(y, p, bins, "uniform")
+        out[f"ece_quantile_{tag}"] = expected_calibration_error(y, p, bins, "quantile")
         out[f"brier_{tag}"] = brier_score(y, p)
     return out
 
@@ -264,7 +270,8 @@ def site_rows(evals: list[StoreEvaluation]) -> list[dict[str, Any]]:
         if i > 0 and len(np.unique(y)) == 2:
             t_site = fit_temperature(ex["logit"].to_numpy(), y)
             row.update(temperature_refit=True, temperature=t_site,
-                       ece_refit=expected_calibration_error(y, _sigmoid(ex["logit"].to_numpy() / t_site), 15))
+                       ece_refit=expected_calibration_error(y, _sigmoid(ex["logit"].to_numpy() / t_site),
+                                                            ece_bins(len(y))))
         rows.append(row)
     return rows
 

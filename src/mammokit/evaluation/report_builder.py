@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from mammokit.evaluation.report import (
@@ -33,22 +32,12 @@ def _level_result(df: Any, metrics: dict[str, Any]) -> LevelResult:
 
 
 def _heatmap(model: Any, ev: Any, item: int, slot: int) -> np.ndarray:
-    """Grad-CAM of the exam logit for one view (falls back to the model's saliency), in [0, 1], input size."""
-    h, w = ev.result.input_size
-    try:
-        from mammokit.evaluation.explain import gradcam
+    """Grad-CAM of the exam logit for one view, in [0, 1] at the global input size."""
+    from mammokit.data.dataset import collate
+    from mammokit.evaluation.explain import gradcam
 
-        dataset = _dataset(ev)
-        from mammokit.data.dataset import collate
-
-        batch = collate([dataset[item]])
-        cam = gradcam(model, batch, target="exam")[0, min(slot, 3)]
-        return np.clip(cam, 0, 1).astype(np.float32)
-    except (ImportError, RuntimeError, ValueError) as err:  # Grad-CAM unavailable for this model: use its saliency
-        log.info("Grad-CAM not available (%s); using the model's saliency map", err)
-        sal = ev.result.saliency[item][min(slot, ev.result.saliency[item].shape[0] - 1)]
-        up = cv2.resize(sal.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.clip((up - up.min()) / max(float(up.max() - up.min()), 1e-6), 0, 1)
+    cam = gradcam(model, collate([ev.dataset[item]]), target="exam")[0, slot]
+    return np.clip(cam, 0, 1).astype(np.float32)
 
 
 def _dataset(ev: Any) -> Any:
@@ -79,21 +68,20 @@ def gallery_items(model: Any, ev: Any, k: int, out: Path) -> list[GalleryItem]:
 
 
 def _write_overlay(ev: Any, image_id: str, heat: np.ndarray, path: Path) -> None:
-    """The heatmap mapped back onto the original DICOM pixels, blended over the image, as a PNG."""
+    """The heatmap mapped back onto the original DICOM pixels through the recorded transforms, as a PNG overlay."""
+    from mammokit.data.dataset import placement_for
+    from mammokit.dicom import DicomReadError, read_dicom
+    from mammokit.evaluation.explain import input_scale, overlay_png, to_dicom_grid
+    from mammokit.preprocess.geometry import TransformRecord
+
+    row = ev.dataset.table.set_index("image_id").loc[image_id]
+    record = TransformRecord.from_dict(json.loads(row["transform"]))
+    stored_shape = (int(row["height"]), int(row["width"]))
+    placement = placement_for(stored_shape, ev.dataset.full_size())
+    scale = input_scale(placement, stored_shape, downscale=max(1, ev.dataset.full_scale))
     try:
-        from mammokit.evaluation.explain import overlay_png, to_dicom_grid
-
-        row = _dataset(ev).table.set_index("image_id").loc[image_id]
-        from mammokit.dicom import read_dicom
-        from mammokit.preprocess.geometry import TransformRecord
-
-        record = TransformRecord.from_dict(json.loads(row["transform"]))
-        full_h = ev.result.input_size[0] * max(1, int(ev.config["input"]["full_scale"]))
-        scale = min(full_h / row["height"], full_h * ev.result.input_size[1] / ev.result.input_size[0] / row["width"])
-        scale_global = scale * ev.result.input_size[0] / full_h
-        heat_dicom = to_dicom_grid(heat, scale_global, record)
-        overlay_png(read_dicom(row["path"]).pixels, heat_dicom, path, title=str(path.stem))
-    except (ImportError, OSError, KeyError, ValueError) as err:
+        overlay_png(read_dicom(row["path"]).pixels, to_dicom_grid(heat, scale, record), path, title=path.stem)
+    except (DicomReadError, OSError) as err:  # the original moved or is unreadable: the report still renders
         log.warning("could not write the DICOM-grid overlay %s: %s", path, err)
 
 

@@ -1,0 +1,247 @@
+"""Shared plumbing of the public-dataset adapters (RSNA, VinDr-Mammo, CBIS-DDSM, CMMD, INbreast).
+
+Each adapter matches scan rows to its label file by what the path or the header gives, then hands a per-row label
+table to `finish`, which adds the label columns every dataset shares, keeps unmatched images with NaN labels,
+makes cancer/benign/BI-RADS breast-level, and records the counts in `images.attrs["adapter_report"]` and the log.
+Patient identifiers read from label files go through the same keyed hash as `read_dicom`, never raw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, VIEW_ALIASES, hash_id
+
+if TYPE_CHECKING:
+    from mammokit.datasets.index import IndexResult
+
+log = logging.getLogger("mammokit.datasets")
+
+SHARED_COLUMNS = ("cancer", "benign", "birads", "density", "site", "split_group")
+NUMERIC_COLUMNS = ("cancer", "benign", "birads")
+DENSITY_LETTERS = {1: "A", 2: "B", 3: "C", 4: "D"}
+
+
+def resolve_salt(salt: str | None) -> str:
+    """The identifier-hash key exactly as `read_dicom` resolves it (argument, env MAMMOKIT_ID_SALT, default)."""
+    return salt if salt is not None else os.environ.get(ENV_SALT) or DEFAULT_ID_SALT
+
+
+def hash_patient(value: Any, salt: str) -> str | None:
+    """Keyed hash of a label-file patient id (None for a missing one); equals the header hash of the same PatientID."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return hash_id(text, salt) if text else None
+
+
+def locate_label_file(src: Path, labels: Path | None, names: Sequence[str], dataset: str) -> Path:
+    """The label file: `labels` itself, or the first of `names` in `labels` (a folder) or in `src` and two folders up.
+
+    Raises:
+        FileNotFoundError: no label file was found (the message lists where it looked).
+    """
+    if labels is not None and labels.is_file():
+        return labels
+    if labels is not None and not labels.exists():
+        raise FileNotFoundError(f"{labels}: label path for the {dataset} adapter does not exist")
+    folders = [labels] if labels is not None else [src, *list(src.parents)[:2]]
+    for folder in folders:
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    where = ", ".join(str(f) for f in folders)
+    raise FileNotFoundError(f"{dataset} adapter: none of {', '.join(names)} found in {where}; pass labels=PATH")
+
+
+def read_table(path: Path, *, sep: str | None = ",", dtype: Any = str) -> pd.DataFrame:
+    """Read a CSV (or an .xlsx/.xls sheet) as strings with stripped column names; errors name the file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".xlsx", ".xls"):
+            table = pd.read_excel(path, dtype=dtype)
+        else:
+            table = pd.read_csv(path, sep=sep, dtype=dtype, engine="python" if sep is None else "c")
+    except ImportError as err:
+        raise ImportError(f"{path}: reading {suffix} needs {err.name or 'an Excel reader'} "
+                          f"(pip install openpyxl for .xlsx, xlrd for .xls) or a CSV export of the sheet") from err
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot parse the label table: {err}") from err
+    table.columns = [str(c).strip() for c in table.columns]
+    return table
+
+
+def require_columns(table: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
+    """Raise a ValueError naming the file and the missing columns."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+
+
+def clean(value: Any) -> str | None:
+    """A label cell as stripped text, None for empty/NaN."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def number(value: Any) -> float:
+    """The first integer in a cell ('BI-RADS 4' -> 4, '4c' -> 4, '3.0' -> 3), NaN when there is none."""
+    match = re.search(r"\d+", clean(value) or "")
+    return float(match.group()) if match else float("nan")
+
+
+def density_letter(value: Any) -> str | None:
+    """Breast density as A-D from 'DENSITY C', 'C', ACR '3' or 3.0; None when absent or unknown."""
+    text = clean(value)
+    if text is None:
+        return None
+    last = text.upper().split()[-1]
+    if last in ("A", "B", "C", "D"):
+        return last
+    code = number(text)
+    return DENSITY_LETTERS.get(int(code)) if not np.isnan(code) else None
+
+
+def canonical_view(value: Any) -> str | None:
+    """A label-file view spelling mapped to mammokit's canonical view code (None when unknown)."""
+    text = clean(value)
+    return VIEW_ALIASES.get(text.upper()) if text else None
+
+
+def canonical_side(value: Any) -> str | None:
+    """'L'/'R' from 'L', 'LEFT', 'right', ... (None when unknown)."""
+    text = (clean(value) or "").upper()
+    return text[0] if text[:1] in ("L", "R") and text in ("L", "R", "LEFT", "RIGHT") else None
+
+
+def path_parts(relpath: str) -> tuple[str, ...]:
+    """Components of a scan row's relative path (OS-independent)."""
+    return tuple(Path(relpath.replace("\\", "/")).parts)
+
+
+def append_warning(images: pd.DataFrame, mask: pd.Series, text: str) -> None:
+    """Append `text` to the `warnings` column of the rows in `mask` (in place)."""
+    old = images["warnings"].astype(object) if "warnings" in images.columns else pd.Series(None, index=images.index)
+    mask = mask.reindex(images.index).fillna(False).astype(bool)
+    has = old.map(lambda w: isinstance(w, str) and bool(w))
+    joined = old.where(~has, old.astype(str) + "; " + text).where(has, text)
+    images["warnings"] = old.where(~mask, joined)
+
+
+def fill_header(images: pd.DataFrame, side: pd.Series, view: pd.Series, dataset: str) -> dict[str, int]:
+    """Fill missing laterality/view from the labels; on a disagreement keep the header and warn. Returns counts."""
+    counts = {"laterality_from_labels": 0, "view_from_labels": 0, "laterality_conflicts": 0, "view_conflicts": 0}
+    for col, values, source_col in (("laterality", side, None), ("view", view, "view_source")):
+        if col not in images.columns:
+            images[col] = None
+        header = images[col]
+        have_label = values.notna()
+        missing = header.isna() & have_label
+        conflict = header.notna() & have_label & (header.astype(object) != values.astype(object))
+        images[col] = header.astype(object).where(~missing, values.astype(object))
+        if source_col is not None:
+            images[source_col] = images.get(source_col, pd.Series(None, index=images.index)).astype(object).where(
+                ~missing, f"{dataset} labels")
+        append_warning(images, missing, f"{col} taken from the {dataset} label file")
+        append_warning(images, conflict, f"{col} in the header disagrees with the {dataset} label file; header kept")
+        counts[f"{col}_from_labels"] = int(missing.sum())
+        counts[f"{col}_conflicts"] = int(conflict.sum())
+    return counts
+
+
+def set_patients(images: pd.DataFrame, label_ids: pd.Series, salt: str) -> int:
+    """Replace `patient_id` by the salted hash of the label-file patient id where known; returns how many changed."""
+    hashed = label_ids.map(lambda v: hash_patient(v, salt))
+    known = hashed.notna()
+    old = images["patient_id"] if "patient_id" in images.columns else pd.Series(None, index=images.index)
+    changed = int((known & (old.astype(object) != hashed.astype(object))).sum())
+    images["patient_id"] = old.astype(object).where(~known, hashed.astype(object))
+    return changed
+
+
+def box(x0: float, y0: float, x1: float, y1: float, kind: str, malignant: int, lesion_id: str) -> dict[str, Any]:
+    """One lesion record in the index's `lesions` JSON (xyxy, pixel-edge coordinates, x1/y1 exclusive)."""
+    return {"x0": float(x0), "y0": float(y0), "x1": float(x1), "y1": float(y1), "kind": kind,
+            "malignant": int(malignant), "lesion_id": lesion_id}
+
+
+def breast_level(images: pd.DataFrame, matched: pd.Series) -> int:
+    """Make cancer/benign/birads the maximum over each breast (exam_id + laterality) among labelled rows.
+
+    Label files are per image in most datasets; a breast's CC and MLO must carry the same breast-level label.
+    Returns how many values were raised.
+    """
+    keys = ["exam_id", "laterality"]
+    if not set(keys) <= set(images.columns):
+        return 0
+    usable = matched & images[keys].notna().all(axis=1)
+    raised = 0
+    for col in NUMERIC_COLUMNS:
+        values = images[col].astype(float)
+        sub = values[usable]
+        best = sub.groupby([images.loc[usable, k] for k in keys]).transform("max")
+        new = np.fmax(sub, best)
+        raised += int((new.notna() & (sub.isna() | (new > sub))).sum())
+        values.loc[sub.index] = new
+        images[col] = values
+    return raised
+
+
+def finish(
+    result: IndexResult,
+    images: pd.DataFrame,
+    *,
+    dataset: str,
+    matched: pd.Series,
+    lesions: dict[Any, list[dict[str, Any]]] | None = None,
+    skipped_rows: list[dict[str, str]] | None = None,
+    report: dict[str, Any] | None = None,
+) -> IndexResult:
+    """Shared tail of every adapter: label columns, NaN for unmatched images, breast-level labels, counts.
+
+    Args:
+        result: the scan result the adapter started from (its skipped files and timing are kept).
+        images: the scan rows with the adapter's label columns added (unmatched rows may hold anything).
+        dataset: short dataset name written to the `dataset` column and the report.
+        matched: bool per row of `images`: the label file covers this image.
+        lesions: row index -> lesion records; rows without an entry get "[]".
+        skipped_rows: extra files left out by the adapter ({"path", "reason"}), e.g. CBIS-DDSM ROI masks.
+        report: adapter-specific counts merged into the report.
+    """
+    images = images.copy()
+    matched = matched.reindex(images.index).fillna(False).astype(bool)
+    for col in SHARED_COLUMNS:
+        if col not in images.columns:
+            images[col] = None
+    for col in NUMERIC_COLUMNS:
+        images[col] = pd.to_numeric(images[col], errors="coerce").astype(float).where(matched, np.nan)
+    for col in ("density", "site", "split_group"):
+        images[col] = images[col].astype(object).where(matched & images[col].notna(), None)
+    raised = breast_level(images, matched)
+    images["labelled"] = matched
+    images["dataset"] = dataset
+    lesions = lesions or {}
+    images["lesions"] = [json.dumps(lesions.get(i, [])) for i in images.index]
+    images = images.reset_index(drop=True)
+    skipped = result.skipped
+    if skipped_rows:
+        skipped = pd.concat([skipped, pd.DataFrame(skipped_rows, columns=["path", "reason"])], ignore_index=True)
+    summary = {"dataset": dataset, "images": len(images), "labelled": int(matched.sum()),
+               "unlabelled": int((~matched).sum()), "raised_to_breast_level": raised,
+               "lesions": int(sum(len(v) for v in lesions.values())), "adapter_skipped": len(skipped_rows or []),
+               **(report or {})}
+    images.attrs["adapter_report"] = summary
+    level = logging.WARNING if summary["unlabelled"] or summary.get("label_rows_without_image") else logging.INFO
+    log.log(level, "%s adapter: %s", dataset, json.dumps(summary))
+    return type(result)(images, skipped, result.seconds)
