@@ -32,11 +32,11 @@ def _level_result(df: Any, metrics: dict[str, Any]) -> LevelResult:
 
 
 def _heatmap(model: Any, ev: Any, item: int, slot: int) -> np.ndarray:
-    """Grad-CAM of the exam logit for one view, in [0, 1] at the global input size."""
+    """Grad-CAM of the view's breast logit, in [0, 1] at the global input size."""
     from mammokit.data.dataset import collate
     from mammokit.evaluation.explain import gradcam
 
-    cam = gradcam(model, collate([ev.dataset[item]]), target="exam")[0, slot]
+    cam = gradcam(model, collate([ev.dataset[item]]), target="breast")[0, slot]  # each view: its breast's logit
     return np.clip(cam, 0, 1).astype(np.float32)
 
 
@@ -79,8 +79,15 @@ def _write_overlay(ev: Any, image_id: str, heat: np.ndarray, path: Path) -> None
     stored_shape = (int(row["height"]), int(row["width"]))
     placement = placement_for(stored_shape, ev.dataset.full_size())
     scale = input_scale(placement, stored_shape, downscale=max(1, ev.dataset.full_scale))
+    stored = json.loads(row.get("lesions_stored") or "[]")
+    lesions = None
+    if stored:
+        from mammokit.preprocess.geometry import stored_to_original_boxes
+
+        lesions = stored_to_original_boxes(np.array([[d["x0"], d["y0"], d["x1"], d["y1"]] for d in stored]), record)
     try:
-        overlay_png(read_dicom(row["path"]).pixels, to_dicom_grid(heat, scale, record), path, title=path.stem)
+        overlay_png(read_dicom(row["path"]).pixels, to_dicom_grid(heat, scale, record), path, title=path.stem,
+                    lesion_boxes=lesions)
     except (DicomReadError, OSError) as err:  # the original moved or is unreadable: the report still renders
         log.warning("could not write the DICOM-grid overlay %s: %s", path, err)
 
