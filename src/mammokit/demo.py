@@ -81,6 +81,11 @@ def run_demo(out: str | Path, *, exams: int = 160, test_exams: int = 60, seed: i
     ex, br = metrics["exam"], metrics["breast"]
     step(f"test exam AUC {ex['roc_auc']:.3f} [{ex['auc_ci_low']:.3f}, {ex['auc_ci_high']:.3f}], "
          f"breast AUC {br['roc_auc']:.3f} [{br['auc_ci_low']:.3f}, {br['auc_ci_high']:.3f}]")
+    speed = metrics["speed_exams_per_s"]
+    step("evaluation speed (exams/s): " + ", ".join(f"{k} {v:.2f}" for k, v in speed.items() if v))
+    step(f"ECE before/after temperature scaling: {ex['calibration']['ece_uniform_before']:.3f} / "
+         f"{ex['calibration']['ece_uniform_after']:.3f}; FROC mean sensitivity: "
+         f"{(metrics['froc'] or {}).get('mean_sensitivity', float('nan')):.3f}")
     for site in metrics["sites"][1:]:
         step(f"external {site['site']}: exam AUC {site['auc']:.3f} (drop {site['auc_drop']:+.3f})")
     step(f"report: {metrics['report']}")
