@@ -20,11 +20,11 @@ def param_groups(
     lr: float,
     weight_decay: float,
     backbone_lr: float | None = None,
-    backbone_markers: Iterable[str] = ("backbone", "encoder.features"),
+    backbone_markers: Iterable[str] = ("global_net", "local_net", "backbone"),
 ) -> list[dict]:
     """Split trainable parameters into (backbone|head) × (decay|no-decay) groups.
 
-    A parameter belongs to the backbone when any of `backbone_markers` is a dotted component of its name prefix;
+    A parameter belongs to a backbone (the global or local network) when its name contains a `backbone_markers` entry;
     the backbone gets `backbone_lr` (default: `lr`). Frozen parameters are left out.
     """
     markers = tuple(backbone_markers)
