@@ -122,7 +122,7 @@ def make_exam(task: ExamTask) -> dict:
     study_date = (dt.date(2020, 1, 1) + dt.timedelta(days=task.index % 3000)).strftime("%Y%m%d")
     out = Path(task.out_dir)
     lesion_rows = []
-    detail = min(1.5, 1.0 / task.difficulty)
+    detail = min(3.0, 1.0 / task.difficulty)
     for k, (side, view) in enumerate(VIEWS):
         series_uid = synth_uid("series", task.seed, task.site, task.index, k)
         sop_uid = synth_uid("sop", task.seed, task.site, task.index, k)
