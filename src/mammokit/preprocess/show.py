@@ -52,10 +52,10 @@ def render_show(store: str | Path, image_id: str, height: int = 720) -> np.ndarr
                                               interpolation=cv2.INTER_NEAREST), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(right, contours, -1, GREEN, 1)
-    if row.get("pectoral_line"):
-        (xa, ya), (xb, yb) = json.loads(row["pectoral_line"])
+    if _text(row, "pectoral_line"):
+        (xa, ya), (xb, yb) = json.loads(_text(row, "pectoral_line"))
         cv2.line(right, (round(xa * s_r), round(ya * s_r)), (round(xb * s_r), round(yb * s_r)), CYAN, 2)
-    for les in json.loads(row.get("lesions_stored") or "[]"):
+    for les in json.loads(_text(row, "lesions_stored") or "[]"):
         _box(right, (les["x0"], les["y0"], les["x1"], les["y1"]), s_r, RED if les.get("malignant") else YELLOW)
     original = read_dicom(row["path"]).pixels
     left, s_l = _fit_height(_to_rgb(original), height)
@@ -71,11 +71,17 @@ def render_show(store: str | Path, image_id: str, height: int = 720) -> np.ndarr
     return np.vstack([bar, panel])
 
 
+def _text(row: pd.Series, key: str) -> str | None:
+    """A text cell, or None when absent or missing (pandas reads a missing string as NaN, which is truthy)."""
+    value = row.get(key)
+    return value if isinstance(value, str) and value else None
+
+
 def _original_lesions(row: pd.Series) -> list[dict]:
     """Lesion boxes in DICOM pixels, mapped back from the stored frame through the recorded transform."""
     from mammokit.preprocess.geometry import TransformRecord, stored_to_original_boxes
 
-    stored = json.loads(row.get("lesions_stored") or "[]")
+    stored = json.loads(_text(row, "lesions_stored") or "[]")
     if not stored:
         return []
     record = TransformRecord.from_dict(json.loads(row["transform"]))

@@ -208,7 +208,7 @@ def generate(
         masks: also write breast/pectoral/lesion PNG masks.
         site: site name, written to labels.csv and InstitutionName; part of every seed and UID.
         difficulty: 1 = default; higher makes lesions fainter (contrast ~ difficulty^-0.5) and the fine
-            malignant/benign differences weaker (gain ~ 1/difficulty).
+            malignant/benign differences weaker (fine-structure gain 1/difficulty, at most 3).
         workers: processes; results do not depend on it.
 
     Returns:

@@ -54,6 +54,7 @@ class MammoDataModule(L.LightningDataModule):
         self.epochs = max(1, epochs)
         self.max_steps_per_epoch = max_steps_per_epoch
         self.resume_skip_batches = 0  # set by the module when resuming mid-epoch
+        self.resume_epoch: int | None = None  # the epoch a resumed checkpoint stopped in (set by the module)
         store = Path(config.store)
         stats_path = store / "view_stats.json"
         self.view_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
@@ -91,7 +92,9 @@ class MammoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = ResumableSampler(self.train_sampler(), self.resume_skip_batches * self.cfg.batch_size)
-        self.resume_skip_batches = 0
+        if self.resume_epoch is not None:  # Lightning iterates once before its own set_epoch on a resume
+            sampler.set_epoch(self.resume_epoch)
+        self.resume_skip_batches, self.resume_epoch = 0, None
         return DataLoader(self.train_set, sampler=sampler, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:

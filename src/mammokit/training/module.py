@@ -120,8 +120,10 @@ class MammoModule(L.LightningModule):
         exam_auc = _safe_auc(cat["exam_label"][ok], cat["exam_logit"][ok])
         known = cat["breast_known"].astype(bool) & ~np.isnan(cat["breast_labels"])
         breast_auc = _safe_auc(cat["breast_labels"][known], cat["breast_logits"][known])
-        self.log("val/exam_auc", exam_auc, prog_bar=True, rank_zero_only=True)
-        self.log("val/breast_auc", breast_auc, prog_bar=True, rank_zero_only=True)
+        # every rank computed the same AUC from the gathered arrays: log it on all of them, so checkpoint callbacks
+        # that monitor it pick the same best checkpoint on every rank (the sync is an average of equal values)
+        self.log("val/exam_auc", exam_auc, prog_bar=True, sync_dist=True)
+        self.log("val/breast_auc", breast_auc, prog_bar=True, sync_dist=True)
 
     def _gather(self, array: np.ndarray) -> np.ndarray:
         """Concatenate a per-rank array over DDP ranks (identity on one process)."""

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from mammokit.config import dump_config
 from mammokit.data.splits import patient_kfold
@@ -36,7 +37,12 @@ log = logging.getLogger(__name__)
 
 
 class ResumeAwareModule(MammoModule):
-    """Tells the data module how many batches of the current epoch a resumed checkpoint already trained on."""
+    """Tells the data module where in its epoch a resumed checkpoint stopped.
+
+    Lightning restores its batch counter but restarts a plain DataLoader from the top, so the data module must skip
+    the batches already trained on. It also needs the epoch up front: Lightning creates the first iterator (which,
+    with worker processes, already draws from the sampler) before it calls `set_epoch` on the sampler.
+    """
 
     datamodule_ref: MammoDataModule | None = None
 
@@ -44,9 +50,13 @@ class ResumeAwareModule(MammoModule):
         loops = checkpoint.get("loops", {}).get("fit_loop", {})
         progress = loops.get("epoch_loop.batch_progress", {}).get("current", {})
         done = int(progress.get("processed", 0))
-        if self.datamodule_ref is not None and done:
-            per_epoch = len(self.datamodule_ref.train_sampler()) // self.datamodule_ref.cfg.batch_size
-            self.datamodule_ref.resume_skip_batches = done if done < per_epoch else 0
+        epoch = int(loops.get("epoch_progress", {}).get("current", {}).get("processed", 0))
+        dm = self.datamodule_ref
+        if dm is None:
+            return
+        dm.resume_epoch = epoch
+        per_epoch = math.ceil(len(dm.train_sampler()) / dm.cfg.batch_size)  # the loader's length (no drop_last)
+        dm.resume_skip_batches = done if 0 < done < per_epoch else 0
 
 
 def _stage_dir(run_dir: Path, index: int, stage: StageConfig) -> Path:
@@ -54,10 +64,11 @@ def _stage_dir(run_dir: Path, index: int, stage: StageConfig) -> Path:
 
 
 def _steps_per_epoch(dm: MammoDataModule, world: int = 1) -> int:
+    """Batches per epoch on each rank, as the train loader yields them (the sampler drops the rank remainder)."""
     n = len(dm.train_set)
     if dm.max_steps_per_epoch:
         n = min(n, dm.max_steps_per_epoch * dm.cfg.batch_size * world)
-    return max(1, n // (dm.cfg.batch_size * world))
+    return max(1, math.ceil((n // world) / dm.cfg.batch_size))
 
 
 def _stage_module(cfg: TrainConfig, stage: StageConfig, total_steps: int) -> ResumeAwareModule:
@@ -79,19 +90,41 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
-def _trainer(cfg: TrainConfig, stage_dir: Path, run_dir: Path, name: str, epochs: int) -> L.Trainer:
+def _strategy(strategy: str, devices: int | str, num_nodes: int) -> str:
+    """DDP strategies with unused-parameter detection: curriculum stages and the multi-view model leave some
+    trainable parameters without a gradient in a step (e.g. the per-view fusion head when its loss weight is 0),
+    which plain DDP refuses."""
+    multi = num_nodes > 1 or str(devices) not in ("1", "auto")
+    if strategy in ("ddp", "ddp_spawn", "ddp_fork") or (strategy == "auto" and multi):
+        return f"{'ddp' if strategy == 'auto' else strategy}_find_unused_parameters_true"
+    return strategy
+
+
+def _trainer(cfg: TrainConfig, stage_dir: Path, run_dir: Path, name: str, epochs: int,
+             extra_callbacks: list[Any] | None = None) -> L.Trainer:
     t = cfg.trainer
+    # best.ckpt is chosen after each validation; mid-epoch saves only refresh last.ckpt (a step checkpoint would
+    # otherwise be ranked by the previous epoch's validation score). Both write the one last.ckpt (no "-v1" copies),
+    # the end-of-epoch save after the step save, so a resume always starts from the newest state.
     ckpt = ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best", monitor=t.monitor, mode=t.monitor_mode,
-                           save_last=True, save_top_k=1, every_n_train_steps=t.checkpoint_every_n_steps)
+                           save_last=True, save_top_k=1, enable_version_counter=False)
     callbacks: list[Any] = [ckpt, LearningRateMonitor(logging_interval="step")]
+    if t.checkpoint_every_n_steps:
+        callbacks.append(ModelCheckpoint(dirpath=stage_dir / "checkpoints", save_last=True, save_top_k=0,
+                                         every_n_train_steps=t.checkpoint_every_n_steps, enable_version_counter=False))
+    callbacks += list(extra_callbacks or [])
     if cfg.optim.ema_decay:
         from lightning.pytorch.callbacks import EMAWeightAveraging
 
         callbacks.append(EMAWeightAveraging(decay=cfg.optim.ema_decay))
-    loggers = [CSVLogger(run_dir / "logs", name="csv", version=name),
+    # a resumed stage logs to a new CSV folder (Lightning's CSV logger would empty the old one); TensorBoard appends
+    attempt = len(list((run_dir / "logs" / "csv").glob(f"{name}+resume*"))) + 1
+    resuming = (stage_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "logs" / "csv" / name).is_dir()
+    loggers = [CSVLogger(run_dir / "logs", name="csv", version=f"{name}+resume{attempt}" if resuming else name),
                TensorBoardLogger(run_dir / "logs", name="tensorboard", version=name)]
     return L.Trainer(
-        max_epochs=epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        max_epochs=epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=_strategy(t.strategy, t.devices, t.num_nodes),
         precision=resolve_precision(t.precision, t.accelerator), callbacks=callbacks, logger=loggers,
         log_every_n_steps=t.log_every_n_steps,
         gradient_clip_val=cfg.optim.grad_clip, accumulate_grad_batches=cfg.optim.accumulate,
@@ -100,15 +133,25 @@ def _trainer(cfg: TrainConfig, stage_dir: Path, run_dir: Path, name: str, epochs
     )
 
 
-def train_stages(cfg: TrainConfig, run_dir: Path, table: pd.DataFrame) -> tuple[MammoModule, dict[str, Any]]:
-    """Run every curriculum stage in order (skipping finished ones, resuming a killed one); returns the module."""
+def train_stages(cfg: TrainConfig, run_dir: Path, table: pd.DataFrame,
+                 callbacks: list[Any] | None = None) -> tuple[MammoModule, dict[str, Any]]:
+    """Run every curriculum stage in order (skipping finished ones, resuming a killed one); returns the module.
+
+    `callbacks` are extra Lightning callbacks added to every stage's trainer (e.g. to record or stop a run).
+    """
     module: MammoModule | None = None
     history: dict[str, Any] = {}
     for i, stage in enumerate(cfg.stages):
         stage_dir = _stage_dir(run_dir, i, stage)
+        done_file = stage_dir / "done.json"
+        final = stage_dir / "final_model.pt"
+        finished = done_file.is_file() and final.is_file()
         dm = MammoDataModule(cfg.data, table, seed=cfg.seed, epochs=stage.epochs,
                              max_steps_per_epoch=cfg.trainer.max_steps_per_epoch)
-        total = math.ceil(_steps_per_epoch(dm) * stage.epochs / max(1, cfg.optim.accumulate))
+        trainer = None if finished else _trainer(cfg, stage_dir, run_dir, f"{i}-{stage.name}", stage.epochs, callbacks)
+        # optimiser steps of this stage on each rank (DDP splits every epoch between the ranks)
+        world = trainer.world_size if trainer is not None else 1
+        total = math.ceil(_steps_per_epoch(dm, world) * stage.epochs / max(1, cfg.optim.accumulate))
         previous = module
         module = _stage_module(cfg, stage, total)
         module.datamodule_ref = dm
@@ -116,17 +159,16 @@ def train_stages(cfg: TrainConfig, run_dir: Path, table: pd.DataFrame) -> tuple[
             module.model.load_state_dict(previous.model.state_dict())
         if stage.model_mode and hasattr(module.model, "set_mode"):
             module.model.set_mode(stage.model_mode)
-        done_file = stage_dir / "done.json"
-        final = stage_dir / "final_model.pt"
-        if done_file.is_file() and final.is_file():
+        if trainer is None:
             module.model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
+            if stage.model_mode and hasattr(module.model, "set_mode"):
+                module.model.set_mode("full")
             history[stage.name] = json.loads(done_file.read_text())
             log.info("stage %s already done; skipped", stage.name)
             continue
         last = stage_dir / "checkpoints" / "last.ckpt"
-        trainer = _trainer(cfg, stage_dir, run_dir, f"{i}-{stage.name}", stage.epochs)
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None, weights_only=False)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
         if best and Path(best).is_file():
@@ -146,12 +188,25 @@ def train_stages(cfg: TrainConfig, run_dir: Path, table: pd.DataFrame) -> tuple[
     return module, history
 
 
+def _log_order(path: Path) -> tuple[int, str, int]:
+    """Sort key of a CSV log folder `<i>-<stage>[+resume<k>]`: stage index, then attempt."""
+    stage, _, attempt = path.parent.name.partition("+resume")
+    index = stage.split("-", 1)[0]
+    return (int(index) if index.isdigit() else 0, stage, int(attempt or 0))
+
+
 def collect_metrics(run_dir: Path) -> pd.DataFrame:
-    """All stages' CSV logs in one table (stage column added); also written to runs/NAME/metrics.csv."""
-    frames = []
-    for path in sorted((run_dir / "logs" / "csv").glob("*/metrics.csv")):
+    """All stages' CSV logs in one table (stage column added); also written to runs/NAME/metrics.csv.
+
+    A resumed stage's attempts are joined; rows of an earlier attempt from steps its successor redid are dropped.
+    """
+    frames: list[pd.DataFrame] = []
+    for path in sorted((run_dir / "logs" / "csv").glob("*/metrics.csv"), key=_log_order):
         df = pd.read_csv(path)
-        df.insert(0, "stage", path.parent.name)
+        stage = path.parent.name.partition("+resume")[0]
+        df.insert(0, "stage", stage)
+        if frames and len(frames[-1]) and frames[-1]["stage"].iloc[0] == stage and "step" in df and len(df):
+            frames[-1] = frames[-1][frames[-1]["step"] < df["step"].min()]
         frames.append(df)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     atomic_write(run_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
@@ -180,10 +235,11 @@ def release_config(cfg: TrainConfig, table: pd.DataFrame, history: dict[str, Any
     }
 
 
-def train(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
+def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: list[Any] | None = None) -> Path:
     """Train one model as configured; returns the run folder (with the released model in `model/`).
 
-    `table` (rows of preprocessed.parquet with a `split` column) replaces the store's table, e.g. for one fold.
+    `table` (rows of preprocessed.parquet with a `split` column) replaces the store's table, e.g. for one fold;
+    `callbacks` are extra Lightning callbacks for every stage.
     """
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.runs_dir) / cfg.name
@@ -192,10 +248,13 @@ def train(cfg: TrainConfig, table: pd.DataFrame | None = None) -> Path:
     table = with_splits(load_store_table(cfg.data.store) if table is None else table, seed=cfg.seed)
     splits = table[["exam_id", "patient_id", "split"]].drop_duplicates("exam_id")
     atomic_write(run_dir / "splits.csv", lambda tmp: splits.to_csv(tmp, index=False))
-    module, history = train_stages(cfg, run_dir, table)
-    collect_metrics(run_dir)
-    spec = {"name": cfg.model.name, "kwargs": cfg.model.kwargs}
-    save_released(run_dir / "model", module.model, release_config(cfg, table, history, spec))
+    module, history = train_stages(cfg, run_dir, table, callbacks)
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this function; one writes the results
+        collect_metrics(run_dir)
+        spec = {"name": cfg.model.name, "kwargs": cfg.model.kwargs}
+        save_released(run_dir / "model", module.model, release_config(cfg, table, history, spec))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the other ranks return once the released model exists (ensembles read it)
     return run_dir
 
 
