@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -57,6 +57,36 @@ class ResumeAwareModule(MammoModule):
         dm.resume_epoch = epoch
         per_epoch = math.ceil(len(dm.train_sampler()) / dm.cfg.batch_size)  # the loader's length (no drop_last)
         dm.resume_skip_batches = done if 0 < done < per_epoch else 0
+
+
+class ResumeCheckpoint(Checkpoint):
+    """Keeps `last.ckpt` current: after every validation (end of epoch) and every `every_n_steps` optimiser steps.
+
+    A `Checkpoint`, so Lightning runs it after the other callbacks (the saved state holds the updated best score).
+
+    Lightning's ModelCheckpoint refreshes its "last" file at the end of an epoch only when the monitored score
+    improved, so a resume could restart epochs back. Mid-epoch saves skip an epoch's last batch: a checkpoint taken
+    between that batch and the validation would make Lightning reuse the finished epoch's loader iterator.
+    """
+
+    def __init__(self, path: Path, every_n_steps: int | None = None) -> None:
+        self.path, self.every_n_steps = Path(path), every_n_steps
+        self._saved_step = -1
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        n, step = self.every_n_steps, trainer.global_step
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if n and step % n == 0 and step != self._saved_step and not last:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer)
 
 
 def _stage_dir(run_dir: Path, index: int, stage: StageConfig) -> Path:
@@ -103,15 +133,11 @@ def _strategy(strategy: str, devices: int | str, num_nodes: int) -> str:
 def _trainer(cfg: TrainConfig, stage_dir: Path, run_dir: Path, name: str, epochs: int,
              extra_callbacks: list[Any] | None = None) -> L.Trainer:
     t = cfg.trainer
-    # best.ckpt is chosen after each validation; mid-epoch saves only refresh last.ckpt (a step checkpoint would
-    # otherwise be ranked by the previous epoch's validation score). Both write the one last.ckpt (no "-v1" copies),
-    # the end-of-epoch save after the step save, so a resume always starts from the newest state.
+    # best.ckpt is chosen after each validation; last.ckpt (what a resume starts from) is written by ResumeCheckpoint
     ckpt = ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best", monitor=t.monitor, mode=t.monitor_mode,
-                           save_last=True, save_top_k=1, enable_version_counter=False)
-    callbacks: list[Any] = [ckpt, LearningRateMonitor(logging_interval="step")]
-    if t.checkpoint_every_n_steps:
-        callbacks.append(ModelCheckpoint(dirpath=stage_dir / "checkpoints", save_last=True, save_top_k=0,
-                                         every_n_train_steps=t.checkpoint_every_n_steps, enable_version_counter=False))
+                           save_last=False, save_top_k=1, enable_version_counter=False)
+    callbacks: list[Any] = [ckpt, ResumeCheckpoint(stage_dir / "checkpoints" / "last.ckpt", t.checkpoint_every_n_steps),
+                            LearningRateMonitor(logging_interval="step")]
     callbacks += list(extra_callbacks or [])
     if cfg.optim.ema_decay:
         from lightning.pytorch.callbacks import EMAWeightAveraging
