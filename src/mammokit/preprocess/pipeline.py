@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import as_completed as cf_as_completed
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from mammokit.config import config_hash
 from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.preprocess import (
+    BreastMask,
     IntensityStats,
     StatsAggregator,
     apply_transform,
@@ -44,6 +47,7 @@ from mammokit.preprocess import (
     view_group,
 )
 from mammokit.preprocess.config import PreprocessConfig
+from mammokit.preprocess.mask import _mask_box, block_any  # _mask_box: the box rule breast_mask itself uses
 from mammokit.preprocess.store import FORMATS, write_image, write_mask
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,10 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
     if bm.box is None:
         raise ValueError(f"{row['path']}: no breast found ({'; '.join(bm.warnings) or 'empty mask'})")
     orient = decide_orientation(bm.mask, img.laterality, img.patient_orientation, prefer=cfg.orientation_prefer)
+    if cfg.film_edge_mm > 0:
+        bm = _mask_without_film_edges(img.pixels, img.padding_mask, spacing, chest_wall_right=orient.flip, cfg=cfg)
+        if bm.box is None:
+            raise ValueError(f"{row['path']}: no breast found inside the film edges ({'; '.join(bm.warnings)})")
     box = crop_box(bm, spacing, margin_mm=cfg.margin_mm)
     record = plan_transform(img.pixels.shape, spacing, box, target_spacing_mm=cfg.spacing_mm, flip=orient.flip)
     stored = apply_transform(img.pixels, record, method=cfg.resample_method)
@@ -133,6 +141,39 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
     out.update(_stat_columns("stat_", stats.to_dict()))
     atomic_write_text(store_path / "records" / f"{stem}.json", json.dumps(out, default=_json_default))
     return out
+
+
+def _mask_without_film_edges(pixels: np.ndarray, padding: np.ndarray | None, spacing: tuple[float, float], *,
+                             chest_wall_right: bool, cfg: PreprocessConfig) -> BreastMask:
+    """The breast mask with a `cfg.film_edge_mm` band along the top, bottom and nipple-side borders ignored.
+
+    The band is passed to `breast_mask` as padding; afterwards each ignored band takes the mask values of the first
+    row (column) inside it, so tissue that truly reaches the border (an MLO's pectoral at the top) stays whole.
+    """
+    ny, nx = math.ceil(cfg.film_edge_mm / spacing[0]), math.ceil(cfg.film_edge_mm / spacing[1])
+    frame = np.zeros(pixels.shape, dtype=bool)
+    frame[:ny], frame[-ny:] = True, True
+    if chest_wall_right:  # the nipple side is on the left
+        frame[:, :nx] = True
+    else:
+        frame[:, -nx:] = True
+    bm = breast_mask(pixels, frame if padding is None else frame | padding, coarse_long_side=cfg.coarse_long_side)
+    if bm.box is None:
+        return bm
+    band = block_any(frame, bm.factor)
+    mask = bm.mask.copy()
+    rows_out, cols_out = band.all(axis=1), band.all(axis=0)
+    top = int(np.argmin(rows_out))  # first coarse row inside the frame
+    bottom = len(rows_out) - int(np.argmin(rows_out[::-1]))  # one past the last
+    mask[:top] = mask[top]
+    mask[bottom:] = mask[bottom - 1]
+    if chest_wall_right:
+        left = int(np.argmin(cols_out))
+        mask[:, :left] = mask[:, [left]]
+    else:
+        right = len(cols_out) - int(np.argmin(cols_out[::-1]))
+        mask[:, right:] = mask[:, [right - 1]]
+    return replace(bm, mask=mask, box=_mask_box(mask, bm.factor, bm.original_shape))
 
 
 def _json_default(value: Any) -> Any:
