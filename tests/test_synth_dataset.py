@@ -64,9 +64,10 @@ def test_layout_and_labels(archive: tuple[Path, dict]) -> None:
         assert len({(r["patient_id"], r["split_group"], r["vendor"]) for r in rows}) == 1
     for sop, path in files.items():
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        patient, study, series = path.parts[-4:-1]
-        ids = (ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
-        assert ids == (patient, study, series, sop)
+        case, study, series = path.parts[-4:-1]
+        ids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        assert ids == (study, series, sop)
+        assert case.startswith("case") and ds.PatientID not in str(path)  # no identifier in file paths
         assert ds.StudyInstanceUID in by_study and by_study[ds.StudyInstanceUID][0]["patient_id"] == ds.PatientID
     manifest = json.loads((out / "synth.json").read_text())
     assert manifest["seed"] == 5 and manifest["exams"] == EXAMS

@@ -135,7 +135,8 @@ def make_exam(task: ExamTask) -> dict:
         view_rng = np.random.default_rng([task.seed, site_code, task.index, k, 1])
         noise_rng = np.random.default_rng([task.seed, site_code, task.index, k, 2])
         phantom = render_view(specs[side], view, findings[side], rows, cols, spacing, view_rng, detail=detail)
-        path = out / "dicom" / patient_id / study_uid / series_uid / f"{sop_uid}.dcm"
+        # folders name the case by its index, not by PatientID, so file paths in manifests carry no identifier
+        path = out / "dicom" / f"case{task.index + 1:05d}" / study_uid / series_uid / f"{sop_uid}.dcm"
         stored = write_view(phantom, profile, ident, spacing, thickness[side], path, noise_rng)
         for placed, (x0, y0, x1, y1) in zip(phantom.lesions, stored.boxes, strict=True):
             les = placed.spec
