@@ -64,7 +64,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     studies = root / "studies"
     shutil.copytree(root / "raw" / "dicom", studies)
     (studies / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage")
-    first = sorted(studies.rglob("*.dcm"))[0]  # inside one study's series folder (named by UIDs)
+    first = sorted(p for p in studies.rglob("*.dcm") if p.parent != studies)[0]  # inside one study's series folder
     (first.parent / "cut.dcm").write_bytes(first.read_bytes()[: first.stat().st_size // 2])
     return {"root": root, "studies": studies, "model": release_tiny(root / "model")}
 
