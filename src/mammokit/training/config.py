@@ -36,9 +36,10 @@ class ModelConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    """Keyword arguments of `MammoLoss`."""
+    """Keyword arguments of `MammoLoss`, and the optional lesion-box saliency supervision weight."""
 
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    box_saliency: float = 0.0  # > 0: saliency maps also learn "look here" from annotated lesion boxes
 
 
 class OptimConfig(StrictModel):

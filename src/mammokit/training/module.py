@@ -11,6 +11,7 @@ import torch
 
 from mammokit.evaluation.metrics import roc_auc
 from mammokit.models import create_model
+from mammokit.training.lesion_supervision import box_saliency_loss
 from mammokit.training.losses import MammoLoss
 from mammokit.training.optim import build_optimizer
 
@@ -52,6 +53,7 @@ class MammoModule(L.LightningModule):
         total_steps: optimiser steps of the current stage (for the cosine schedule).
         trainable: parameter-name prefixes to train ("all" = everything); frozen: prefixes to freeze.
         seed: model initialisation seed.
+        box_saliency: weight of the lesion-box saliency loss (`training.lesion_supervision`; 0 = labels only).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class MammoModule(L.LightningModule):
         trainable: list[str] | None = None,
         frozen: list[str] | None = None,
         seed: int = 0,
+        box_saliency: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -87,6 +90,13 @@ class MammoModule(L.LightningModule):
     def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
         outputs = self(batch)
         loss, parts = self.loss_fn(outputs, loss_targets(batch, outputs))
+        weight = self.hparams.get("box_saliency", 0.0)
+        if weight > 0 and "lesion_boxes" in batch:
+            images = batch["images"] if "images" in batch else batch["image"]
+            box_loss = box_saliency_loss(outputs["saliency"], batch["lesion_boxes"], tuple(images.shape[-2:]),
+                                         batch.get("view_mask"))
+            parts["box_saliency"] = box_loss.detach()
+            loss = loss + weight * box_loss
         return loss, parts, outputs
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -107,7 +107,7 @@ def _stage_module(cfg: TrainConfig, stage: StageConfig, total_steps: int) -> Res
         model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, loss_kwargs=loss_kwargs,
         lr=stage.lr or cfg.optim.lr, backbone_lr=stage.backbone_lr or cfg.optim.backbone_lr,
         weight_decay=cfg.optim.weight_decay, warmup_fraction=cfg.optim.warmup_fraction, total_steps=total_steps,
-        trainable=stage.train, frozen=stage.freeze, seed=cfg.seed,
+        trainable=stage.train, frozen=stage.freeze, seed=cfg.seed, box_saliency=cfg.loss.box_saliency,
     )
 
 
