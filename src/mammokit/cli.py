@@ -231,7 +231,7 @@ def export(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo"),
-    exams: Annotated[int, typer.Option(help="Synthetic training exams to generate.")] = 160,
+    exams: Annotated[int, typer.Option(help="Synthetic training exams to generate.")] = 240,
     test_exams: Annotated[int, typer.Option(help="Synthetic held-out test exams (and external-site exams).")] = 60,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
 ) -> None:

@@ -40,7 +40,7 @@ def prepare_store(root: str | Path, *, exams: int, seed: int, vendors: str | Non
     return root / "store"
 
 
-def run_demo(out: str | Path, *, exams: int = 160, test_exams: int = 60, seed: int = 0,
+def run_demo(out: str | Path, *, exams: int = 240, test_exams: int = 60, seed: int = 0,
              echo: Callable[[str], None] = print) -> dict:
     """Run every step; returns the paths of the run, metrics and report."""
     from mammokit.evaluation.evaluate import calibrate, evaluate
