@@ -13,7 +13,7 @@ class DataConfig(StrictModel):
     """What the loader feeds the model."""
 
     store: str = "demo/store"
-    level: Literal["exam", "breast"] = "exam"
+    level: Literal["exam", "breast", "view"] = "exam"  # view: single-view models (global_only, gmic)
     input_size: tuple[int, int] = (256, 160)  # global input (H, W) per view, canonical frame
     full_scale: int = 4  # the local pathway's view is input_size × full_scale (0 = no separate full view)
     normalization: Literal["image", "view_group"] = "image"
