@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from mammokit.evaluation.evaluate import ece_bins
 from mammokit.evaluation.report import (
     CalibrationInfo,
     GalleryItem,
@@ -99,7 +100,8 @@ def build_report(out: Path, model: Any, config: dict[str, Any], evals: list[Any]
     levels = {name: _level_result(getattr(main.levels, name), main.metrics[name]) for name in ("exam", "breast")}
     ex = levels["exam"]
     calibration = CalibrationInfo.from_arrays(ex.y, ex.p_raw, ex.p, metrics["temperature"], level="exam",
-                                              fitted_on=str(metrics.get("temperature_source")))
+                                              fitted_on=str(metrics.get("temperature_source")),
+                                              n_bins=ece_bins(len(ex.y)))
     froc_curve = None
     if main.metrics.get("froc"):
         from mammokit.evaluation.evaluate import froc_block
