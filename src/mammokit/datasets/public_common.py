@@ -125,6 +125,30 @@ def canonical_side(value: Any) -> str | None:
     return text[0] if text[:1] in ("L", "R") and text in ("L", "R", "LEFT", "RIGHT") else None
 
 
+def read_image_table(path: Path, required: Iterable[str]) -> pd.DataFrame:
+    """A label table with one row per `image_id` (the file stem of each DICOM), indexed by it."""
+    table = read_table(path)
+    require_columns(table, required, path)
+    table["image_id"] = table["image_id"].map(clean)
+    repeated = table["image_id"][table["image_id"].duplicated()]
+    if len(repeated):
+        raise ValueError(f"{path}: image_id repeated ({', '.join(repeated.astype(str).head(5))})")
+    return table.set_index("image_id")
+
+
+def match_by_file_stem(
+    images: pd.DataFrame, table: pd.DataFrame
+) -> tuple[pd.Series, pd.Series, pd.Series, pd.DataFrame]:
+    """(file stem, parent folder, matched, label rows) per image; matched = its stem is an `image_id` of `table`."""
+    parts = images["relpath"].map(path_parts)
+    stem = parts.map(lambda p: Path(p[-1]).stem)
+    folder = parts.map(lambda p: p[-2] if len(p) > 1 else None)
+    matched = stem.isin(table.index)
+    lab = table.reindex(stem.where(matched).to_numpy())
+    lab.index = images.index
+    return stem, folder, matched, lab
+
+
 def path_parts(relpath: str) -> tuple[str, ...]:
     """Components of a scan row's relative path (OS-independent)."""
     return tuple(Path(relpath.replace("\\", "/")).parts)

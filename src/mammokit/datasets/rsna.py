@@ -25,10 +25,9 @@ from mammokit.datasets.public_common import (
     fill_header,
     finish,
     locate_label_file,
+    match_by_file_stem,
     number,
-    path_parts,
-    read_table,
-    require_columns,
+    read_image_table,
     resolve_salt,
     set_patients,
 )
@@ -51,21 +50,9 @@ def adapt_rsna(result: IndexResult, src: Path, labels: Path | None, *, salt: str
         salt: identifier-hash key; must be the one the scan used (default resolution as in `read_dicom`).
     """
     path = locate_label_file(Path(src), labels, LABEL_NAMES, "rsna")
-    table = read_table(path)
-    require_columns(table, REQUIRED, path)
-    table["image_id"] = table["image_id"].map(clean)
-    repeated = table["image_id"][table["image_id"].duplicated()]
-    if len(repeated):
-        raise ValueError(f"{path}: image_id repeated ({', '.join(repeated.astype(str).head(5))})")
-    table = table.set_index("image_id")
-
+    table = read_image_table(path, REQUIRED)
     images = result.images.copy()
-    parts = images["relpath"].map(path_parts)
-    stem = parts.map(lambda p: Path(p[-1]).stem)
-    folder = parts.map(lambda p: p[-2] if len(p) > 1 else None)
-    matched = stem.isin(table.index)
-    lab = table.reindex(stem.where(matched).to_numpy())
-    lab.index = images.index
+    stem, folder, matched, lab = match_by_file_stem(images, table)
 
     patient = lab["patient_id"].map(clean)
     numeric_folder = folder.map(lambda f: bool(f) and str(f).isdigit())

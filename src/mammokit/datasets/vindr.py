@@ -28,8 +28,9 @@ from mammokit.datasets.public_common import (
     fill_header,
     finish,
     locate_label_file,
+    match_by_file_stem,
     number,
-    path_parts,
+    read_image_table,
     read_table,
     require_columns,
     resolve_salt,
@@ -96,21 +97,9 @@ def adapt_vindr(result: IndexResult, src: Path, labels: Path | None, *, salt: st
         salt: identifier-hash key; must be the one the scan used.
     """
     path = locate_label_file(Path(src), labels, (BREAST_FILE,), "vindr")
-    table = read_table(path)
-    require_columns(table, REQUIRED, path)
-    table["image_id"] = table["image_id"].map(clean)
-    repeated = table["image_id"][table["image_id"].duplicated()]
-    if len(repeated):
-        raise ValueError(f"{path}: image_id repeated ({', '.join(repeated.astype(str).head(5))})")
-    table = table.set_index("image_id")
-
+    table = read_image_table(path, REQUIRED)
     images = result.images.copy()
-    parts = images["relpath"].map(path_parts)
-    stem = parts.map(lambda p: Path(p[-1]).stem)
-    folder = parts.map(lambda p: p[-2] if len(p) > 1 else None)
-    matched = stem.isin(table.index)
-    lab = table.reindex(stem.where(matched).to_numpy())
-    lab.index = images.index
+    stem, folder, matched, lab = match_by_file_stem(images, table)
     study = lab["study_id"].map(clean)
     mismatch = matched & (folder != study)
     append_warning(images, mismatch, "parent folder is not the VinDr study_id of this image_id")
