@@ -86,6 +86,10 @@ def test_saliency_l1_and_view_targets() -> None:
     assert saliency_l1(s, torch.tensor([[True, False]])).item() == pytest.approx(2.0)
     assert saliency_l1(s, torch.tensor([[False, True]])).item() == pytest.approx(2.0)
     assert saliency_l1([torch.ones(2, 2), torch.full((1, 4), -4.0)]).item() == pytest.approx((4 + 16) / 8)
+    single = torch.tensor([[[[1.0, 3.0]]], [[[10.0, 10.0]]]])  # single-view items: (B=2, C=1, 1, 2), mask (B,)
+    assert saliency_l1(single, torch.tensor([True, False])).item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="does not match"):
+        saliency_l1(single, torch.tensor([True, False, True]))
     breast = torch.tensor([[0.0, 1.0], [float("nan"), 0.0]])
     lat = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]])
     got = view_targets(breast, lat)

@@ -173,7 +173,8 @@ def saliency_l1(saliency: Tensor | Sequence[Tensor], view_mask: Tensor | None = 
     Args:
         saliency: a tensor (B, h, w), (B, V, h, w) or (B, V, C, h, w), or a sequence of such tensors (maps of
             different sizes); with a sequence the mean runs over all their elements together.
-        view_mask: optional (B, V) boolean mask; missing views of a (B, V, ...) tensor are left out.
+        view_mask: optional (B, V) boolean mask, missing views of a (B, V, ...) tensor are left out; or (B,) for
+            single-view items (unlabelled views of a (B, ...) tensor are left out).
     """
     maps = [saliency] if isinstance(saliency, Tensor) else list(saliency)
     if not maps:
@@ -181,12 +182,12 @@ def saliency_l1(saliency: Tensor | Sequence[Tensor], view_mask: Tensor | None = 
     total, count = None, 0
     for s in maps:
         a = s.abs()
-        if view_mask is not None and s.ndim >= 4:
-            if tuple(view_mask.shape) != tuple(s.shape[:2]):
+        if view_mask is not None and s.ndim >= view_mask.ndim + 2:
+            if tuple(view_mask.shape) != tuple(s.shape[: view_mask.ndim]):
                 raise ValueError(
                     f"saliency_l1: view_mask shape {tuple(view_mask.shape)} does not match saliency {tuple(s.shape)}"
                 )
-            m = view_mask.to(torch.bool).reshape(*view_mask.shape, *([1] * (s.ndim - 2))).expand_as(a)
+            m = view_mask.to(torch.bool).reshape(*view_mask.shape, *([1] * (s.ndim - view_mask.ndim))).expand_as(a)
             part, n = torch.where(m, a, torch.zeros_like(a)).sum(), int(m.sum())
         else:
             part, n = a.sum(), a.numel()
