@@ -67,7 +67,8 @@ def make_loader(store: Path, size: tuple[int, int], full_scale: int, batch: int,
                                   seed=0, with_epoch=True)
     sampler.set_epoch(epoch)
     return DataLoader(ds, sampler=sampler, batch_size=batch, num_workers=workers, collate_fn=collate,
-                      worker_init_fn=worker_init_fn if workers else None)
+                      worker_init_fn=worker_init_fn if workers else None,
+                      multiprocessing_context="spawn" if workers else None)
 
 
 def loader_rate(loader: DataLoader, batches: int) -> float:

@@ -3,8 +3,11 @@ trained module, the run folder holds its logs; ensembles average their members; 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -71,6 +74,33 @@ def test_tiny_training_end_to_end(tiny_config, synth_store):
     fresh = MammoModule(cfg.model.name, cfg.model.kwargs, seed=cfg.seed).eval()
     with torch.no_grad():
         assert not torch.allclose(fresh(batch)["exam_logit"], want["exam_logit"], atol=1e-4)
+
+
+WARM_OPENCV_THEN_TRAIN = """
+import sys, cv2, numpy as np, yaml
+from mammokit.training.config import TrainConfig
+from mammokit.training.run import train
+big = np.random.default_rng(0).random((3000, 2000), dtype=np.float32)
+cv2.resize(big, (1000, 700), interpolation=cv2.INTER_AREA)  # the parent's OpenCV thread pool is now running
+train(TrainConfig.model_validate(yaml.safe_load(open(sys.argv[1]))))
+"""
+
+
+def test_loader_workers_start_clean_and_change_nothing(tiny_config, tmp_path):
+    """A worker process gives the same batches as the main process, even after the parent used OpenCV's threads
+    (a forked worker deadlocked there: the demo hung at its first batch)."""
+    stages = [{"name": "all", "epochs": 2}]
+    augment = {"enabled": True}
+    run0 = train(tiny_config(stages=stages, data={"augment": augment}))
+    cfg1 = tiny_config(stages=stages, data={"augment": augment, "num_workers": 1}).model_dump(mode="json")
+    cfg1["name"] = "workers"
+    (tmp_path / "workers.yaml").write_text(yaml.safe_dump(cfg1))
+    subprocess.run([sys.executable, "-c", WARM_OPENCV_THEN_TRAIN, str(tmp_path / "workers.yaml")], check=True,
+                   timeout=300, capture_output=True)
+    losses = [pd.read_csv(r / "metrics.csv").dropna(subset=["train/loss"])["train/loss"].to_numpy()
+              for r in (run0, Path(cfg1["runs_dir"]) / "workers")]
+    assert len(losses[0]) == len(losses[1]) == 2 * 5
+    np.testing.assert_allclose(losses[1], losses[0], rtol=2e-3)  # float noise of another process, not a new stream
 
 
 def test_ensemble_releases_the_mean_of_its_members(tiny_config, synth_store):

@@ -106,7 +106,8 @@ def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4
                   tta_passes: int = 0, num_workers: int = 0, seed: int = 0) -> InferenceResult:
     """Plain pass (eval mode), then optional MC-dropout and TTA passes, over the whole dataset."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
+                        multiprocessing_context="spawn" if num_workers else None)  # forked OpenCV deadlocks
     rows, logits, sal, boxes, lesions = [], [], [], [], []
     passes: dict[str, list[list[dict[str, np.ndarray]]]] = {"mc": [[] for _ in range(mc_passes)],
                                                              "tta": [[] for _ in range(tta_passes)]}

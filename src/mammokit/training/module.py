@@ -99,6 +99,16 @@ class MammoModule(L.LightningModule):
             loss = loss + weight * box_loss
         return loss, parts, outputs
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed torch's global RNG (dropout, stochastic layers) from (seed, epoch, batch, rank).
+
+        The model's random stream is then a function of where training is, not of what else drew from the global RNG
+        before (each DataLoader iterator draws one number from it, so worker settings would shift every later
+        dropout mask), and a mid-epoch resume replays the same masks.
+        """
+        state = np.random.SeedSequence([int(self.hparams.seed), self.current_epoch, batch_idx, self.global_rank])
+        torch.manual_seed(int(state.generate_state(1, np.uint64)[0]))
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, parts, _ = self._step(batch)
         bs = len(batch["exam_id"])
