@@ -10,6 +10,7 @@ from scipy.special import expit, softmax
 from mammokit.evaluation.calibration import (
     apply_temperature,
     brier_score,
+    ece_if_calibrated,
     expected_calibration_error,
     fit_temperature,
     reliability_diagram,
@@ -51,6 +52,20 @@ def test_ece_near_zero_when_calibrated_and_large_when_not() -> None:
         # overconfident scores: p pushed towards 0/1 while outcomes follow the original p
         sharp = expit(3 * (np.log(p) - np.log1p(-p)))
         assert expected_calibration_error(y, sharp, 15, strategy) > 0.1
+
+
+def test_ece_floor_of_a_perfectly_calibrated_model() -> None:
+    # one bin, two cases at p = 0.5: mean(y) is 0, 0.5 or 1 with chances 1/4, 1/2, 1/4, so E[ECE] = 0.25
+    assert ece_if_calibrated([0.5, 0.5], n_bins=1, n_sim=20_000) == pytest.approx(0.25, abs=0.01)
+    assert ece_if_calibrated([0.0, 1.0, 1.0, 0.0]) == 0.0  # certain outcomes: no sampling noise at all
+    rng = np.random.default_rng(1)
+    small, large = rng.random(250), rng.random(4000)
+    f_small, f_large = ece_if_calibrated(small, n_sim=300), ece_if_calibrated(large, n_sim=300)
+    assert f_large == pytest.approx(f_small / 4, rel=0.25)  # shrinks like 1 / sqrt(N)
+    assert ece_if_calibrated(small, n_sim=300) == f_small  # seeded
+    # the measured ECE of calibrated outcomes sits at the floor, not at zero
+    measured = [expected_calibration_error((rng.random(250) < small).astype(int), small) for _ in range(300)]
+    assert np.mean(measured) == pytest.approx(f_small, rel=0.1)
 
 
 def test_brier_and_errors() -> None:

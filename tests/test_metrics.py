@@ -14,6 +14,7 @@ from mammokit.evaluation.metrics import (
     average_precision,
     bootstrap_auc,
     group_breakdown,
+    paired_auc_difference,
     probabilistic_f1,
     roc_auc,
     sensitivity_at_specificity,
@@ -69,6 +70,27 @@ def test_bootstrap_replicates_equal_explicit_patient_resamples() -> None:
             assert res["replicates"][b] == pytest.approx(roc_auc_score(y[rows], p[rows]), abs=1e-12)
     assert res["auc"] == pytest.approx(roc_auc_score(y, p))
     assert res["ci_low"] <= res["auc"] <= res["ci_high"]
+
+
+def test_paired_auc_difference_resamples_both_models_with_the_same_patients() -> None:
+    rng = np.random.default_rng(4)
+    n_pat = 120
+    pid = np.repeat([f"p{i:03d}" for i in range(n_pat)], 2)
+    y = np.repeat(rng.integers(0, 2, n_pat), 2)
+    shared = rng.normal(size=y.size)  # case difficulty both models share
+    p_a = 1.2 * y + shared + 0.3 * rng.normal(size=y.size)
+    p_b = 0.8 * y + shared + 0.3 * rng.normal(size=y.size)
+    res = paired_auc_difference(y, p_a, p_b, pid, n_boot=400, seed=3)
+    assert res["difference"] == pytest.approx(roc_auc_score(y, p_a) - roc_auc_score(y, p_b))
+    assert res["ci_low"] > 0 and res["share_not_better"] < 0.025  # a is better, and the pairing shows it
+    # explicit pairing: replicate k of the difference is the difference of both models' replicate k
+    ra = bootstrap_auc(y, p_a, pid, n_boot=400, seed=3, return_replicates=True)["replicates"]
+    rb = bootstrap_auc(y, p_b, pid, n_boot=400, seed=3, return_replicates=True)["replicates"]
+    assert res["ci_low"] == pytest.approx(np.quantile(ra - rb, 0.025))
+    # unpaired intervals of the two AUCs overlap although the paired difference is clearly positive
+    assert np.quantile(ra, 0.025) < np.quantile(rb, 0.975)
+    same = paired_auc_difference(y, p_a, p_a, pid, n_boot=50)
+    assert same["difference"] == 0 and same["ci_low"] == same["ci_high"] == 0 and same["share_not_better"] == 1
 
 
 def test_bootstrap_is_seeded_and_fast() -> None:

@@ -92,6 +92,21 @@ def expected_calibration_error(y: ArrayLike, p: ArrayLike, n_bins: int = 15, str
     return float(np.sum(counts[used] * gaps) / counts.sum())
 
 
+def ece_if_calibrated(p: ArrayLike, n_bins: int = 15, strategy: str = "uniform", *, n_sim: int = 500,
+                      seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model would measure on these predictions: its finite-sample floor.
+
+    ECE is biased upward on small sets: even outcomes drawn from `p` itself leave per-bin gaps of order
+    sqrt(p(1 - p) / n_b). This is the mean ECE over `n_sim` such draws (seeded), so a measured ECE can be read
+    against it; with 200 exams and 15 bins the floor is about 0.05, and it shrinks like 1/sqrt(N).
+    """
+    p_arr = np.asarray(p, dtype=np.float64)
+    _check_probs(np.zeros_like(p_arr), p_arr, "ece_if_calibrated")
+    rng = np.random.default_rng(seed)
+    draws = rng.uniform(size=(n_sim, p_arr.size)) < p_arr
+    return float(np.mean([expected_calibration_error(y, p_arr, n_bins, strategy) for y in draws.astype(np.float64)]))
+
+
 def brier_score(y: ArrayLike, p: ArrayLike) -> float:
     """Mean squared difference between the predicted probability and the 0/1 outcome."""
     y_arr, p_arr = _check_probs(y, p, "brier_score")

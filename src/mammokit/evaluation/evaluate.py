@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from mammokit import INTENDED_USE
-from mammokit.evaluation.calibration import brier_score, expected_calibration_error, fit_temperature
+from mammokit.evaluation.calibration import (
+    brier_score,
+    ece_if_calibrated,
+    expected_calibration_error,
+    fit_temperature,
+)
 from mammokit.evaluation.froc import froc_curve, froc_summary, saliency_peaks
 from mammokit.evaluation.inference import InferenceResult, dataset_for, run_inference
 from mammokit.evaluation.metrics import roc_auc, summarize
@@ -127,12 +132,14 @@ def ece_bins(n: int, default: int = 15) -> int:
 
 
 def calibration_block(y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray) -> dict[str, float]:
-    """ECE (equal-width and equal-mass, 15 bins) and Brier score before and after temperature scaling."""
+    """ECE (equal-width and equal-mass, 15 bins), its finite-sample floor (`ece_if_calibrated`, equal-width) and the
+    Brier score, before and after temperature scaling."""
     out = {}
     bins = ece_bins(len(y))
     for tag, p in (("before", p_raw), ("after", p_cal)):
         out[f"ece_uniform_{tag}"] = expected_calibration_error(y, p, bins, "uniform")
         out[f"ece_quantile_{tag}"] = expected_calibration_error(y, p, bins, "quantile")
+        out[f"ece_uniform_floor_{tag}"] = ece_if_calibrated(p, bins, "uniform")
         out[f"brier_{tag}"] = brier_score(y, p)
     return out
 

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from mammokit import INTENDED_USE, __version__
 from mammokit.evaluation import plots
-from mammokit.evaluation.calibration import brier_score, expected_calibration_error
+from mammokit.evaluation.calibration import brier_score, ece_if_calibrated, expected_calibration_error
 from mammokit.evaluation.froc import FROCCurve
 
 CATEGORIES = ("TP", "FP", "FN")
@@ -86,6 +86,8 @@ class CalibrationInfo:
         fitted_on: where T was fitted, e.g. "validation split (n=812 exams)".
         n_bins: bins of the ECE and the reliability diagrams.
         ece_before, ece_after: {"uniform": equal-width ECE, "quantile": equal-mass ECE}.
+        ece_floor_before, ece_floor_after: equal-width ECE a perfectly calibrated model would show on this many
+            cases (`calibration.ece_if_calibrated`): the finite-sample floor the measured ECE is read against.
         brier_before, brier_after: Brier scores.
     """
 
@@ -97,6 +99,8 @@ class CalibrationInfo:
     ece_after: Mapping[str, float]
     brier_before: float
     brier_after: float
+    ece_floor_before: float = math.nan
+    ece_floor_after: float = math.nan
 
     @classmethod
     def from_arrays(
@@ -121,6 +125,8 @@ class CalibrationInfo:
             ece_after={s: expected_calibration_error(y, p, n_bins, s) for s in strategies},
             brier_before=brier_score(y, p_raw),
             brier_after=brier_score(y, p),
+            ece_floor_before=ece_if_calibrated(p_raw, n_bins),
+            ece_floor_after=ece_if_calibrated(p, n_bins),
         )
 
 
@@ -469,6 +475,8 @@ def render_report(ctx: ReportContext) -> str:
                  "rows": [["ECE, equal-width bins", fmt_num(c.ece_before["uniform"]), fmt_num(c.ece_after["uniform"])],
                           ["ECE, equal-mass bins", fmt_num(c.ece_before["quantile"]),
                            fmt_num(c.ece_after["quantile"])],
+                          ["ECE floor: a perfectly calibrated model, this many cases", fmt_num(c.ece_floor_before),
+                           fmt_num(c.ece_floor_after)],
                           ["Brier score", fmt_num(c.brier_before), fmt_num(c.brier_after)]]}
     froc = None
     if ctx.froc is not None:
