@@ -231,14 +231,15 @@ def export(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("demo"),
-    exams: Annotated[int, typer.Option(help="Synthetic training exams to generate.")] = 240,
-    test_exams: Annotated[int, typer.Option(help="Synthetic held-out test exams (and external-site exams).")] = 60,
+    exams: Annotated[int, typer.Option(help="Synthetic training exams to generate.")] = 400,
+    test_exams: Annotated[int, typer.Option(help="Synthetic held-out test exams.")] = 300,
+    external_exams: Annotated[int, typer.Option(help="Exams of the external site (other vendors).")] = 100,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
 ) -> None:
     """Run the whole pipeline on synthetic data on CPU: synth, index, preprocess, train, calibrate, evaluate."""
     from mammokit.demo import run_demo
 
-    run_demo(out, exams=exams, test_exams=test_exams, seed=seed, echo=typer.echo)
+    run_demo(out, exams=exams, test_exams=test_exams, external_exams=external_exams, seed=seed, echo=typer.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover
