@@ -76,10 +76,10 @@ class MammoDataModule(L.LightningDataModule):
     def _loader_kwargs(self) -> dict[str, Any]:
         """Workers are spawned, not forked, and kept for the whole stage.
 
-        A forked worker inherits the parent's thread pools half-alive: OpenCV's (used by `show`, preprocessing and
-        the loader itself) deadlocks the child the first time it is resized. Spawned workers start clean; keeping
-        them alive pays their start-up once per stage. Augmentation does not depend on worker state (each item
-        carries its epoch from the sampler), so persistence changes no random stream.
+        A forked worker inherits the parent's thread pools half-alive: once the parent has used OpenCV (`show`,
+        preprocessing), `cv2.setNumThreads` in the child waits forever for pool threads that do not exist there. Spawned
+        workers start clean; keeping them alive pays their start-up once per stage. Augmentation does not depend on
+        worker state (each item carries its epoch from the sampler), so persistence changes no random stream.
         """
         n = self.cfg.num_workers
         kwargs: dict[str, Any] = {"batch_size": self.cfg.batch_size, "num_workers": n, "collate_fn": collate}
