@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mammokit.config import load_config
-from mammokit.data.augment import build_augment, worker_init_fn
+from mammokit.data.augment import build_augment, loader_worker_kwargs
 from mammokit.data.dataset import ExamDataset, collate
 from mammokit.data.sampler import BalancedCaseSampler
 from mammokit.demo import DEMO_CONFIG, DEMO_PREPROCESS, SIZE_SCALE
@@ -66,9 +66,7 @@ def make_loader(store: Path, size: tuple[int, int], full_scale: int, batch: int,
     sampler = BalancedCaseSampler(ds.item_groups(), ds.item_labels(), ratio_start=0.5, num_samples=len(ds) * 4,
                                   seed=0, with_epoch=True)
     sampler.set_epoch(epoch)
-    return DataLoader(ds, sampler=sampler, batch_size=batch, num_workers=workers, collate_fn=collate,
-                      worker_init_fn=worker_init_fn if workers else None,
-                      multiprocessing_context="spawn" if workers else None)
+    return DataLoader(ds, sampler=sampler, batch_size=batch, collate_fn=collate, **loader_worker_kwargs(workers))
 
 
 def loader_rate(loader: DataLoader, batches: int) -> float:

@@ -525,6 +525,29 @@ def worker_init_fn(worker_id: int) -> None:
     cv2.setRNGSeed(int(seq.generate_state(1)[0] & 0x7FFFFFFF))
 
 
+def spawned_worker_init(worker_id: int) -> None:
+    """`worker_init_fn` plus one OpenCV thread per worker (torch already uses one): workers must not crowd the model.
+
+    Only for spawned workers: in a forked child, `cv2.setNumThreads` waits for the parent's pool threads, which do
+    not exist there, and never returns.
+    """
+    worker_init_fn(worker_id)
+    cv2.setNumThreads(1)
+
+
+def loader_worker_kwargs(num_workers: int, *, persistent: bool = False) -> dict[str, Any]:
+    """DataLoader keyword arguments for `num_workers` mammokit workers (none for 0).
+
+    Workers are spawned, not forked: a forked child inherits the parent's OpenCV thread pool half-alive (once the
+    parent has used OpenCV, e.g. in `show` or preprocessing) and `cv2.setNumThreads` there never returns. Spawned
+    workers start clean, at a few seconds of start-up each; `persistent` keeps them for every epoch of the loader.
+    """
+    if num_workers <= 0:
+        return {"num_workers": 0}
+    return {"num_workers": num_workers, "worker_init_fn": spawned_worker_init, "multiprocessing_context": "spawn",
+            "persistent_workers": persistent}
+
+
 def _check_batch(images: torch.Tensor, targets: torch.Tensor) -> None:
     if images.ndim < 3 or targets.ndim < 1 or images.shape[0] != targets.shape[0]:
         raise ValueError(

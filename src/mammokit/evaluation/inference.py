@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mammokit.data.augment import tta_transforms
+from mammokit.data.augment import loader_worker_kwargs, tta_transforms
 from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate
 from mammokit.training.module import model_inputs
 
@@ -106,8 +106,8 @@ def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4
                   tta_passes: int = 0, num_workers: int = 0, seed: int = 0) -> InferenceResult:
     """Plain pass (eval mode), then optional MC-dropout and TTA passes, over the whole dataset."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
-                        multiprocessing_context="spawn" if num_workers else None)  # forked OpenCV deadlocks
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        **loader_worker_kwargs(num_workers))
     rows, logits, sal, boxes, lesions = [], [], [], [], []
     passes: dict[str, list[list[dict[str, np.ndarray]]]] = {"mc": [[] for _ in range(mc_passes)],
                                                              "tta": [[] for _ in range(tta_passes)]}

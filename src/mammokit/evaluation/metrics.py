@@ -63,6 +63,15 @@ def _cluster_index(patient_ids: ArrayLike | None, n: int) -> tuple[np.ndarray, i
     return index.ravel(), int(index.max()) + 1
 
 
+def _percentile_ci(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Two-sided percentile interval of finite bootstrap replicates (NaNs when there are none)."""
+    if not replicates.size:
+        return float("nan"), float("nan")
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(replicates, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def bootstrap_auc(
     y: ArrayLike,
     p: ArrayLike,
@@ -131,8 +140,7 @@ def bootstrap_auc(
         with np.errstate(invalid="ignore", divide="ignore"):
             aucs[start : start + r] = np.where((total_pos > 0) & (total_neg > 0), num / (total_pos * total_neg), np.nan)
     valid = aucs[np.isfinite(aucs)]
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(valid, [tail, 1 - tail]) if valid.size else (np.nan, np.nan)
+    low, high = _percentile_ci(valid, confidence)
     out: dict[str, Any] = {
         "auc": roc_auc(y_arr, p_arr),
         "ci_low": float(low),
@@ -168,8 +176,7 @@ def paired_auc_difference(
     b = bootstrap_auc(y, p_b, patient_ids, **kwargs)
     diff = a["replicates"] - b["replicates"]
     diff = diff[np.isfinite(diff)]
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(diff, [tail, 1 - tail])
+    low, high = _percentile_ci(diff, confidence)
     return {"auc_a": a["auc"], "auc_b": b["auc"], "difference": a["auc"] - b["auc"], "ci_low": float(low),
             "ci_high": float(high), "share_not_better": float(np.mean(diff <= 0))}
 

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import lightning as L
 import pandas as pd
 from torch.utils.data import DataLoader, DistributedSampler
 
-from mammokit.data.augment import build_augment, worker_init_fn
+from mammokit.data.augment import build_augment, loader_worker_kwargs
 from mammokit.data.dataset import ExamDataset, collate
 from mammokit.data.sampler import BalancedCaseSampler
 from mammokit.data.splits import assign_splits
@@ -74,18 +73,11 @@ class MammoDataModule(L.LightningDataModule):
         )
 
     def _loader_kwargs(self) -> dict[str, Any]:
-        """Workers are spawned, not forked, and kept for the whole stage.
-
-        A forked worker inherits the parent's thread pools half-alive: once the parent has used OpenCV (`show`,
-        preprocessing), `cv2.setNumThreads` in the child waits forever for pool threads that do not exist there. Spawned
-        workers start clean; keeping them alive pays their start-up once per stage. Augmentation does not depend on
-        worker state (each item carries its epoch from the sampler), so persistence changes no random stream.
-        """
-        n = self.cfg.num_workers
-        kwargs: dict[str, Any] = {"batch_size": self.cfg.batch_size, "num_workers": n, "collate_fn": collate}
-        if n:
-            kwargs.update(worker_init_fn=spawned_worker_init, persistent_workers=True, multiprocessing_context="spawn")
-        return kwargs
+        """Batching plus `loader_worker_kwargs`: spawned workers, kept for the whole stage (their start-up is paid
+        once). Augmentation does not depend on worker state (each item carries its epoch from the sampler), so
+        persistence changes no random stream."""
+        return {"batch_size": self.cfg.batch_size, "collate_fn": collate,
+                **loader_worker_kwargs(self.cfg.num_workers, persistent=True)}
 
     def train_sampler(self) -> BalancedCaseSampler:
         """Case-level balanced sampler for this rank (labels: exam positive if any breast has cancer)."""
@@ -114,16 +106,6 @@ class MammoDataModule(L.LightningDataModule):
             sampler = DistributedSampler(self.val_set, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                          shuffle=False)
         return DataLoader(self.val_set, sampler=sampler, shuffle=False, **self._loader_kwargs())
-
-
-def spawned_worker_init(worker_id: int) -> None:
-    """`worker_init_fn` plus one OpenCV thread per worker (torch already uses one): workers must not crowd the model.
-
-    Only for spawned workers: in a forked child, `cv2.setNumThreads` waits for the parent's pool threads, which do
-    not exist there, and never returns.
-    """
-    worker_init_fn(worker_id)
-    cv2.setNumThreads(1)
 
 
 class ResumableSampler:
