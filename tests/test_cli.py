@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -61,3 +62,16 @@ def test_index_rows_labels_and_no_phi(archive: Path, tmp_path: Path) -> None:
     _assert_no_phi(table.to_csv() + result.output)
     raw_ids = set(labels["patient_id"])
     assert not raw_ids & set(table["patient_id"]), "patient ids must be hashed"
+
+
+def test_a_bad_path_ends_in_one_line_naming_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no-such-run"
+    done = subprocess.run([sys.executable, "-m", "mammokit.cli", "evaluate", str(missing), "--data", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "MAMMOKIT_TRACEBACK": ""})
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "│" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(missing) in lines[0] and "neither a released model" in lines[0]

@@ -31,6 +31,7 @@ def test_demo_runs_every_step_and_writes_metrics_and_report(tmp_path: Path) -> N
     assert 0.0 < cal["ece_uniform_floor_after"] < 1.0  # reported beside the measured ECE
     assert [s["site"] for s in metrics["demo"]["external"]] == ["site-B"]
     assert metrics["temperature"] != 1.0 and "split=val" in metrics["temperature_source"]
+    assert metrics["split"] == "all" and metrics["training_overlap_exams"] == 0  # the test store is its own
     report = run / "eval" / "report.html"
     assert report.stat().st_size > 10_000 and str(report) in result.output
     assert (out / "show.png").is_file() and (run / "model" / "model.safetensors").is_file()

@@ -6,6 +6,7 @@ Imports of heavy libraries (torch, SimpleITK, pandas) happen inside each command
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -242,5 +243,20 @@ def demo(
     run_demo(out, exams=exams, test_exams=test_exams, external_exams=external_exams, seed=seed, echo=typer.echo)
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+def main() -> None:
+    """Console entry point: a bad file or option ends with one line naming it (exit status 2), not a traceback;
+    MAMMOKIT_TRACEBACK=1 shows the traceback."""
+    try:
+        app()
+    except USER_ERRORS as err:
+        if os.environ.get("MAMMOKIT_TRACEBACK"):
+            raise
+        typer.echo(f"mammokit: error: {err}  (MAMMOKIT_TRACEBACK=1 shows where)", err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

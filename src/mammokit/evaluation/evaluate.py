@@ -48,19 +48,39 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def with_run_splits(table: pd.DataFrame, model_dir: Path) -> pd.DataFrame:
-    """Attach the training run's patient-level splits (runs/NAME/splits.csv) when the store has none."""
+    """Attach the training run's patient-level splits (runs/NAME/splits.csv) when the store has none of its own and
+    shares exams with the run; a store the run never saw (a held-out test set, another site) is returned as is."""
     splits_csv = model_dir.parent / "splits.csv"
     if "split" in table.columns or not splits_csv.is_file():
         return table
     splits = pd.read_csv(splits_csv, dtype=str)[["exam_id", "split"]]
+    if not table["exam_id"].astype(str).isin(splits["exam_id"]).any():
+        return table
     return table.merge(splits, on="exam_id", how="left")
 
 
-def select_split(table: pd.DataFrame, split: str | None) -> tuple[pd.DataFrame, str]:
-    """Rows of `split` when the store has that split; otherwise every row (an external store has no splits)."""
-    if split and split != "all" and "split" in table.columns and (table["split"] == split).any():
-        return table[table["split"] == split], split
-    return table, "all"
+def select_split(table: pd.DataFrame, split: str | None, source: str | Path = "store") -> tuple[pd.DataFrame, str]:
+    """Rows of `split`; every row for `split` None or "all", or when the store has no splits at all (a store of its
+    own, such as an external site). A split the store's splits do not hold is an error, never a silent "all":
+    evaluating `--split val` on a training store must not quietly score the training exams."""
+    if not split or split == "all" or "split" not in table.columns:
+        return table, "all"
+    chosen = table["split"] == split
+    if not chosen.any():
+        held = sorted(table["split"].dropna().astype(str).unique())
+        raise ValueError(f"{source}: no exams in split {split!r} (its splits: {', '.join(held) or 'none'}); "
+                         "pass --split all to use every exam")
+    return table[chosen], split
+
+
+def training_overlap(table: pd.DataFrame, model_dir: Path) -> int:
+    """Number of exams in `table` that the run trained or validated on (0 when the run's splits are unknown)."""
+    splits_csv = model_dir.parent / "splits.csv"
+    if not splits_csv.is_file():
+        return 0
+    splits = pd.read_csv(splits_csv, dtype=str)
+    seen = splits.loc[splits["split"].isin(["train", "val"]), "exam_id"]
+    return int(table.drop_duplicates("exam_id")["exam_id"].astype(str).isin(seen).sum())
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -224,14 +244,24 @@ class StoreEvaluation:
 
 
 def evaluate_store(model: Any, config: dict[str, Any], store: str | Path, *, split: str | None, temperature: float,
-                   n_boot: int, mc_passes: int, tta_passes: int, batch_size: int, seed: int) -> StoreEvaluation:
-    """Inference and metrics on one store."""
+                   n_boot: int, mc_passes: int, tta_passes: int, batch_size: int, seed: int,
+                   model_dir: Path | None = None) -> StoreEvaluation:
+    """Inference and metrics on one store. With `model_dir`, a store without splits of its own takes the training
+    run's, and exams the run trained or validated on are counted (`training_overlap_exams`) and warned about."""
     store = Path(store)
-    table, used_split = select_split(load_store_table(store), split)
+    table = load_store_table(store)
+    if model_dir is not None:
+        table = with_run_splits(table, model_dir)
+    table, used_split = select_split(table, split, store)
+    overlap = training_overlap(table, model_dir) if model_dir is not None else 0
+    if overlap:
+        log.warning("%s: %d of the evaluated exams were used to train or validate this model; "
+                    "their metrics are optimistic", store, overlap)
     dataset = dataset_for(config, table, store)
     res = run_inference(model, dataset, batch_size=batch_size, mc_passes=mc_passes, tta_passes=tta_passes, seed=seed)
     levels = build_levels(res, table)
-    metrics: dict[str, Any] = {"store": str(store), "split": used_split, "temperature": temperature}
+    metrics: dict[str, Any] = {"store": str(store), "split": used_split, "temperature": temperature,
+                               "training_overlap_exams": overlap}
     for name in ("exam", "breast"):
         m, df = level_metrics(getattr(levels, name), temperature, n_boot=n_boot, seed=seed)
         metrics[name] = m
@@ -272,7 +302,8 @@ def site_rows(evals: list[StoreEvaluation]) -> list[dict[str, Any]]:
                "n_exams": len(ex), "auc": m.get("roc_auc"), "auc_ci_low": m.get("roc_auc_ci", [None, None])[0],
                "auc_ci_high": m.get("roc_auc_ci", [None, None])[1],
                "auc_drop": None if i == 0 or internal is None or m.get("roc_auc") is None else internal - m["roc_auc"],
-               "ece_model_temperature": m["calibration"]["ece_uniform_after"], "temperature_refit": False}
+               "ece_model_temperature": m["calibration"]["ece_uniform_after"], "temperature_refit": False,
+               "training_overlap_exams": ev.metrics["training_overlap_exams"]}
         y = ex["label"].to_numpy().astype(int)
         if i > 0 and len(np.unique(y)) == 2:
             t_site = fit_temperature(ex["logit"].to_numpy(), y)
@@ -296,7 +327,7 @@ def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Pat
     temperature = float(config.get("temperature", 1.0))
     evals = [evaluate_store(model, config, s, split=split if i == 0 else "all", temperature=temperature,
                             n_boot=n_boot, mc_passes=mc_passes, tta_passes=tta_passes, batch_size=batch_size,
-                            seed=seed) for i, s in enumerate(stores)]
+                            seed=seed, model_dir=model_dir) for i, s in enumerate(stores)]
     preds = pd.concat([predictions_table(ev) for ev in evals], ignore_index=True)
     atomic_write(out / "predictions.parquet", lambda tmp: preds.to_parquet(tmp, index=False))
     main = evals[0]
@@ -304,7 +335,8 @@ def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Pat
                "temperature_source": config.get("temperature_source", "none (T = 1)"),
                "exam": main.metrics["exam"], "breast": main.metrics["breast"], "froc": main.metrics["froc"],
                "uncertainty": main.metrics["uncertainty"], "speed_exams_per_s": main.metrics["speed_exams_per_s"],
-               "split": main.split, "sites": site_rows(evals),
+               "split": main.split, "training_overlap_exams": main.metrics["training_overlap_exams"],
+               "sites": site_rows(evals),
                "external": {ev.name: {"exam": ev.metrics["exam"], "breast": ev.metrics["breast"]} for ev in evals[1:]}}
     atomic_write_text(out / "metrics.json", json.dumps(_json_ready(metrics), indent=1))
     if report:
@@ -318,9 +350,11 @@ def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", 
     """Fit a temperature on a held-out split (exam logits, LBFGS on NLL) and store it in the released model."""
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
-    table, used = select_split(with_run_splits(load_store_table(store), model_dir), split)
-    if used != split:
-        raise ValueError(f"{store}: no {split!r} split to calibrate on (calibrating on test data would be optimistic)")
+    table = with_run_splits(load_store_table(store), model_dir)
+    if "split" not in table.columns:
+        raise ValueError(f"{store}: no splits recorded (in the store or the run's splits.csv): no {split!r} split "
+                         "to calibrate on")
+    table, _ = select_split(table, split, store)
     res = run_inference(model, dataset_for(config, table, store), batch_size=batch_size)
     levels = build_levels(res, table)
     ex = levels.exam[levels.exam["label"].notna()]

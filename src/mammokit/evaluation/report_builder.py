@@ -116,7 +116,9 @@ def build_report(out: Path, model: Any, config: dict[str, Any], evals: list[Any]
              "training exams": training.get("exams"), "training vendors": ", ".join(training.get("vendors", [])),
              "temperature": round(float(metrics["temperature"]), 4)},
         data={"store": str(main.store), "split": main.split, "exams": len(main.levels.exam),
-              "sites": main.name, "external stores": len(evals) - 1},
+              "sites": main.name, "external stores": len(evals) - 1,
+              **({"exams seen in training (optimistic!)": main.metrics["training_overlap_exams"]}
+                 if main.metrics.get("training_overlap_exams") else {})},
         calibration=calibration, froc_curve=froc_curve, froc=main.metrics.get("froc"),
         uncertainty=main.metrics.get("uncertainty") or None, sites=[_site(r) for r in metrics["sites"]],
         gallery=gallery_items(model, main, gallery, out) if gallery else (), seed=seed,
