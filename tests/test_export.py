@@ -64,6 +64,7 @@ def test_model_card_beside_the_onnx(four_view: tuple[Path, Path]) -> None:
     assert card["onnx"]["file"] == "model.onnx" and card["onnx"]["opset"] == 17
     assert card["onnx"]["inputs"] == {"images": ["batch", 4, 1, 64, 40], "full": ["batch", 4, 1, 128, 80]}
     assert all(0 <= e < 1e-4 for e in card["onnx"]["check"]["max_abs_error"].values())
+    assert card["onnx"]["calibration"]["exam"].startswith("prob = sigmoid(logit / T) with temperature T =")
 
 
 def test_check_detects_a_model_that_differs(four_view: tuple[Path, Path]) -> None:

@@ -25,13 +25,14 @@ from mammokit.cli import app
 from mammokit.config import config_hash
 from mammokit.datasets.index import scan
 from mammokit.dicom import DEFAULT_ID_SALT, hash_id, read_dicom
+from mammokit.evaluation.calibrators import Calibrator, LevelCalibration
 from mammokit.evaluation.inference import dataset_for, run_inference
 from mammokit.models import create_model
 from mammokit.predict import predict_studies, preprocess_config_of
 from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.pipeline import run_pipeline
 from mammokit.synth import PHI_PATTERNS, generate
-from mammokit.training.release import load_released, save_released
+from mammokit.training.release import load_released, save_released, set_calibration
 
 TEMPERATURE = 2.0
 MODEL_KWARGS = {"preset": "cpu", "image_size": [64, 40], "full_size": [128, 80], "patch_size": 16, "num_patches": 2}
@@ -241,3 +242,26 @@ def test_cli_predict(workspace: dict[str, Path], left_only: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "prediction.json" in result.output and INTENDED_USE in result.output
     assert len(list(out.glob("*/prediction.json"))) == 1
+
+
+def test_stored_beta_calibration_is_what_predict_applies(workspace: dict[str, Path], predicted: dict[str, dict],
+                                                         tmp_path: Path) -> None:
+    """`calibrate` may store beta calibration for a level: predict applies each level's own map."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(workspace["model"], model_dir)
+    beta = Calibrator("beta", {"a": 1.4, "b": 0.0, "c": 1.5})
+    t_exam, t_breast = Calibrator("temperature", {"T": 1.3}), Calibrator("temperature", {"T": 0.8})
+    levels = {"exam": LevelCalibration(beta, t_exam, {"beta": 0.3, "temperature": 0.4}, "val"),
+              "breast": LevelCalibration(t_breast, t_breast, {}, "val")}
+    set_calibration(model_dir, {k: v.to_dict() for k, v in levels.items()}, temperature=1.3, source="val")
+    preds = {p.exam_id: p.prediction for p in predict_studies(model_dir, workspace["studies"], out=tmp_path / "out")}
+    assert preds.keys() == predicted.keys()
+    for exam_id, pred in preds.items():
+        z = pred["exam"]["logit"]
+        assert z == pytest.approx(predicted[exam_id]["exam"]["logit"], abs=1e-5)
+        assert pred["exam"]["prob"] == pytest.approx(_sigmoid(1.4 * math.log(_sigmoid(z)) + 1.5), abs=1e-9)
+        for block in [*pred["breasts"].values(), *pred["views"]]:
+            _check_scores(block, 0.8)
+        assert pred["model"]["calibration"] == {"exam": "beta a = 1.4, b = 0, c = 1.5",
+                                                "breast": "temperature T = 0.8"}
+        assert "log(sigmoid(logit))" in pred["calibration"]["exam"]["formula"]

@@ -13,7 +13,8 @@ from sklearn.metrics import roc_curve
 
 from browser import find_chromium, render_checks
 from mammokit import INTENDED_USE
-from mammokit.evaluation.calibration import apply_temperature, fit_temperature
+from mammokit.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from mammokit.evaluation.calibrators import Calibrator
 from mammokit.evaluation.froc import froc_curve, froc_summary
 from mammokit.evaluation.metrics import bootstrap_auc, summarize
 from mammokit.evaluation.plots import plot_case, plot_froc, roc_bootstrap, tpr_at, weighted_roc
@@ -313,3 +314,24 @@ def test_gallery_tile_downsamples_but_keeps_pixel_coordinates() -> None:
     assert overlay.get_extent() == [0, 1000, 2000, 0]
     (box,) = ax.patches
     assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (400, 900, 200, 200)
+
+
+def test_report_shows_temperature_alone_beside_a_beta_calibration(tmp_path: Path) -> None:
+    """When `calibrate` kept beta calibration, the temperature-only numbers and diagram stay in the report."""
+    ctx = make_context(seed=3, n_patients=60, n_boot=20)
+    ex = ctx.levels["exam"]
+    z = np.log(ex.p_raw) - np.log1p(-ex.p_raw)
+    beta = Calibrator("beta", {"a": 1.2, "b": 0.4, "c": -0.2})
+    ctx.levels["exam"] = LevelResult(ex.y, ex.p_raw, beta.probabilities(z), ex.patient_ids, ex.metrics)
+    ctx.calibration = CalibrationInfo.from_arrays(ex.y, ex.p_raw, beta.probabilities(z), ctx.calibration.temperature,
+                                                  method=beta.describe(), p_temperature=ex.p)
+    c = ctx.calibration
+    assert c.ece_temperature["uniform"] == pytest.approx(expected_calibration_error(ex.y, ex.p))
+    html = render_report(ctx)
+    header = html[html.index('class="calibration-table"'):]
+    header = header[: header.index("</thead>")]
+    assert re.findall(r'<th class="num">(.*?)</th>', header) == ["before", "temperature alone",
+                                                                "after beta calibration"]
+    assert (f"<td>Brier score</td><td class=\"num\">{c.brier_before:.3f}</td><td class=\"num\">"
+            f"{c.brier_temperature:.3f}</td><td class=\"num\">{c.brier_after:.3f}</td>") in html
+    assert html.count('alt="Reliability diagram') == 3 and "beta a = 1.2, b = 0.4, c = -0.2" in html

@@ -185,13 +185,18 @@ def evaluate(
 def calibrate(
     model: Annotated[Path, typer.Argument(help="A run folder or a released model folder.")],
     data: Annotated[Path, typer.Option(help="Store holding the held-out split.")],
-    split: Annotated[str, typer.Option(help="Held-out split to fit the temperature on.")] = "val",
+    split: Annotated[str, typer.Option(help="Held-out split to calibrate on.")] = "val",
+    method: Annotated[str, typer.Option(help="auto (the lower cross-validated NLL of temperature and beta), "
+                                             "temperature or beta.")] = "auto",
 ) -> None:
-    """Fit a temperature on a held-out split (LBFGS on NLL) and store it in the released model."""
+    """Fit per-level calibration on a held-out split (temperature by LBFGS on NLL; beta calibration when it
+    cross-validates better) and store it in the released model."""
     from mammokit.evaluation.evaluate import calibrate as run_calibrate
 
-    t = run_calibrate(model, data, split=split)
-    typer.echo(f"temperature {t:.4f} stored in the released model")
+    for level, fitted in run_calibrate(model, data, split=split, method=method).items():
+        cv = ", ".join(f"{k} {v:.4f}" for k, v in fitted.cv_nll.items())
+        typer.echo(f"{level}: {fitted.chosen.describe()}" + (f"  (cross-validated NLL: {cv})" if cv else ""))
+    typer.echo("stored in the released model")
 
 
 @app.command()

@@ -88,8 +88,11 @@ def run_demo(out: str | Path, *, exams: int = 400, test_exams: int = 300, extern
     step(f"train {cfg.model.name}: stages {[s.name for s in cfg.stages]}")
     run = train(cfg)
     step(f"trained: {run}")
-    temperature = calibrate(run, train_store, split="val")
-    step(f"calibrated on the validation split: temperature {temperature:.3f}")
+    fitted = calibrate(run, train_store, split="val")
+    step("calibrated on the validation split: " + "; ".join(
+        f"{level} {c.chosen.describe()}" + ("" if c.chosen.method == "temperature" else
+                                            f" (temperature alone: T = {c.temperature.params['T']:.3f})")
+        for level, c in fitted.items()))
     metrics = evaluate(run, [test_store, external_store], out=run / "eval", split="all", n_boot=2000)
     summary = {"exam": {"roc_auc": metrics["exam"]["roc_auc"], "roc_auc_ci": metrics["exam"]["roc_auc_ci"]},
                "breast": {"roc_auc": metrics["breast"]["roc_auc"], "roc_auc_ci": metrics["breast"]["roc_auc_ci"]},
@@ -102,11 +105,13 @@ def run_demo(out: str | Path, *, exams: int = 400, test_exams: int = 300, extern
     speed = metrics["speed_exams_per_s"]
     step("evaluation speed (exams/s): " + ", ".join(f"{k} {v:.2f}" for k, v in speed.items() if v))
     cal = ex["calibration"]
-    step(f"exam-level ECE before/after temperature scaling: {cal['ece_uniform_before']:.3f} / "
+    step(f"exam-level ECE before / after temperature / after {cal['method'].split()[0]}: "
+         f"{cal['ece_uniform_before']:.3f} / {cal['ece_uniform_temperature']:.3f} / "
          f"{cal['ece_uniform_after']:.3f} (a perfectly calibrated model would measure "
          f"{cal['ece_uniform_floor_after']:.3f} on {ex['n']} exams); FROC mean sensitivity: "
          f"{(metrics['froc'] or {}).get('mean_sensitivity', float('nan')):.3f}")
     for site in metrics["sites"][1:]:
-        step(f"external {site['site']}: exam AUC {site['auc']:.3f} (drop {site['auc_drop']:+.3f})")
+        step(f"external {site['site']}: exam AUC {site['auc']:.3f} (drop {site['auc_drop']:+.3f}), ECE with the "
+             f"model's calibration {site['ece_model_calibration']:.3f}")
     step(f"report: {metrics['report']}")
     return {"run": run, "metrics": run / "metrics.json", "report": metrics["report"], "show": picture}

@@ -13,7 +13,7 @@ instead, and fixes everything that depends on shapes, so the graph is exported f
 
 Inputs are named as in the model's batch dict (`images`, `full` for four-view models; `image`, `full` for single
 views; `patch_boxes` in grid mode) and the outputs `exam_logit`, `breast_logits`, `saliency`. The released
-config.json (model card, preprocessing config, normalisation statistics, temperature) is written beside the .onnx
+config.json (model card, preprocessing config, normalisation statistics, calibration) is written beside the .onnx
 with an `onnx` section describing the graph and the measured agreement with PyTorch.
 """
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mammokit.evaluation.calibrators import calibration_from_config
 from mammokit.evaluation.evaluate import resolve_model_dir
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.training.release import load_released
@@ -175,7 +176,8 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = 17, rto
         "file": out.name, "opset": opset, "exporter": EXPORTER, "inputs": shapes, "outputs": list(OUTPUT_NAMES),
         "views": "all four views present, in VIEW_ORDER (L-CC, L-MLO, R-CC, R-MLO)" if "images" in names
         else "one view", "check": {"runtime": "onnxruntime CPU", "rtol": rtol, "atol": atol, "max_abs_error": max_err},
-        "calibration": "apply sigmoid(exam_logit / temperature) for calibrated probabilities",
+        "calibration": {level: f"{c.chosen.formula()} with {c.chosen.describe()} on the {level} logit"
+                        for level, c in calibration_from_config(config).items()},
     }
     card_path = out.parent / "config.json"
     atomic_write_text(card_path, json.dumps(card, indent=2, default=str))

@@ -2,9 +2,10 @@
 
 Per study the steps are those of training, run on the study alone: header scan → preprocessing with the exact
 preprocessing config the model was trained with (from its config.json) into a temporary store → the model's input
-(`ExamDataset` with the model's input settings) → exam, breast and view logits → calibrated probabilities
-(temperature scaling, T from config.json) → per-view heatmaps (the model's own saliency, or Grad-CAM) and patch
-boxes mapped back onto each DICOM's original pixel grid → `OUT/<exam hash>/prediction.json` and PNGs.
+(`ExamDataset` with the model's input settings) → exam, breast and view logits → calibrated probabilities (each
+level's calibration from config.json: temperature or beta) → per-view heatmaps (the model's own saliency, or
+Grad-CAM) and patch boxes mapped back onto each DICOM's original pixel grid → `OUT/<exam hash>/prediction.json` and
+PNGs.
 
 Nothing identifying leaves: studies, patients and images are named by the reader's salted hashes, never by names,
 birth dates or UIDs. A file that cannot be used (broken DICOM, failed preprocessing) becomes a warning of its study
@@ -34,6 +35,7 @@ from mammokit.config import config_hash
 from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate, fit_into, view_slot
 from mammokit.datasets.index import scan
 from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, hash_id, read_dicom
+from mammokit.evaluation.calibrators import Calibrator, LevelCalibration, calibration_from_config
 from mammokit.evaluation.evaluate import resolve_model_dir
 from mammokit.evaluation.explain import (
     gradcam,
@@ -72,11 +74,11 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-def _scores(logit: float | None, temperature: float) -> dict[str, float] | None:
-    """Logit, raw probability sigmoid(z) and calibrated probability sigmoid(z / T); None for an absent level."""
+def _scores(logit: float | None, calibrator: Calibrator) -> dict[str, float] | None:
+    """Logit, raw probability sigmoid(z) and calibrated probability; None for an absent level."""
     if logit is None or not math.isfinite(logit):
         return None
-    return {"logit": float(logit), "prob_raw": _sigmoid(logit), "prob": _sigmoid(logit / temperature)}
+    return {"logit": float(logit), "prob_raw": _sigmoid(logit), "prob": float(calibrator.probabilities(logit))}
 
 
 def preprocess_config_of(config: dict[str, Any]) -> tuple[PreprocessConfig, list[str]]:
@@ -94,7 +96,8 @@ def preprocess_config_of(config: dict[str, Any]) -> tuple[PreprocessConfig, list
 
 
 def _card(config: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-    """The model's name, input settings, temperature and a short training-card summary for prediction.json."""
+    calibration = calibration_from_config(config)
+    """The model's name, input settings, calibration and a short training-card summary for prediction.json."""
     spec = config.get("model", {})
     training = config.get("training") or {}
     stages = training.get("stages")
@@ -108,8 +111,8 @@ def _card(config: dict[str, Any], model_dir: Path) -> dict[str, Any]:
         "members": len(spec.get("members", [])) or None,
         "input": {k: inp.get(k) for k in ("level", "input_size", "full_scale", "normalization")},
         "temperature": float(config.get("temperature", 1.0)),
-        "temperature_source": config.get("temperature_source",
-                                         "none (T = 1)" if config.get("temperature", 1.0) == 1.0 else "not recorded"),
+        "temperature_source": calibration["exam"].source,
+        "calibration": {level: c.chosen.describe() for level, c in calibration.items()},
         "training": card,
     }
 
@@ -228,7 +231,7 @@ def _level_logits(level: str, items: list[dict[str, Any]]) -> tuple[float | None
 
 
 def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame, kind: str, out_dir: Path,
-               temperature: float, overlay_max_side: int | None, warnings: list[str]) -> list[dict[str, Any]]:
+               view_calibrator: Calibrator, overlay_max_side: int | None, warnings: list[str]) -> list[dict[str, Any]]:
     """Forward every dataset item of one study; map heatmaps and patch boxes to DICOM pixels and write the PNGs."""
     by_id = table.set_index("image_id")
     k = max(1, dataset.full_scale)  # the dataset renders a k-times larger "full" canvas, then area-downscales
@@ -248,7 +251,7 @@ def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame
                 continue
             row = by_id.loc[image_id]
             views.append(_view_entry(row, heat[slot], boxes[slot], attention[slot], float(view_logits[slot]),
-                                     full_size, k, kind, out_dir, temperature, overlay_max_side))
+                                     full_size, k, kind, out_dir, view_calibrator, overlay_max_side))
         items.append({"exam_logit": float(out["exam_logit"].reshape(-1)[0]),
                       "breast_logits": out["breast_logits"][0].detach().float().numpy(),
                       "breast_mask": out["breast_mask"][0].numpy().astype(bool), "views": views})
@@ -256,7 +259,7 @@ def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame
 
 
 def _view_entry(row: pd.Series, heat_input: np.ndarray, boxes: np.ndarray, attention: np.ndarray, logit: float,
-                full_size: tuple[int, int], downscale: float, kind: str, out_dir: Path, temperature: float,
+                full_size: tuple[int, int], downscale: float, kind: str, out_dir: Path, calibrator: Calibrator,
                 overlay_max_side: int | None) -> dict[str, Any]:
     """One view of prediction.json: its scores, the heatmap on the DICOM grid (PNG files) and its patch boxes."""
     record = TransformRecord.from_dict(json.loads(row["transform"]))
@@ -272,7 +275,7 @@ def _view_entry(row: pd.Series, heat_input: np.ndarray, boxes: np.ndarray, atten
     heat16 = np.round(heat * 65535.0).astype(np.uint16)
     atomic_write(out_dir / heat_file, lambda tmp: _imwrite(tmp, heat16))
     pixels = read_dicom(row["path"]).pixels
-    scores = _scores(logit, temperature)
+    scores = _scores(logit, calibrator)
     title = f"{row['laterality']}-{row['view_group']}  p={scores['prob']:.2f}" if scores else None
     overlay_png(pixels, heat, out_dir / overlay_file, boxes=dicom_boxes, title=title, max_side=overlay_max_side)
     order = np.argsort(-attention, kind="stable") if len(attention) else np.zeros(0, int)
@@ -362,9 +365,10 @@ def predict_studies(
     t0 = time.perf_counter()
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
-    temperature = float(config.get("temperature", 1.0))
-    if not temperature > 0:
-        raise ValueError(f"{model_dir / 'config.json'}: temperature must be positive, got {temperature}")
+    try:
+        calibration = calibration_from_config(config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{model_dir / 'config.json'}: bad calibration: {err}") from err
     pre_cfg, model_warnings = preprocess_config_of(config)
     out.mkdir(parents=True, exist_ok=True)
     out_abs = out.resolve()
@@ -396,7 +400,7 @@ def predict_studies(
         for exam_id, warnings in study_warnings.items():
             rows = table[table["exam_id"] == exam_id] if not table.empty else table
             predictions.append(_predict_study(model, config, model_dir, exam_id, index[index["exam_id"] == exam_id],
-                                              rows, store, out / exam_id, warnings, heatmap, temperature,
+                                              rows, store, out / exam_id, warnings, heatmap, calibration,
                                               overlay_max_side))
     finally:
         if not keep_store:
@@ -411,7 +415,8 @@ def predict_studies(
 
 def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Path, exam_id: str,
                    index_rows: pd.DataFrame, table: pd.DataFrame, store: Path, folder: Path, warnings: list[str],
-                   heatmap: str, temperature: float, overlay_max_side: int | None) -> StudyPrediction:
+                   heatmap: str, calibration: dict[str, LevelCalibration],
+                   overlay_max_side: int | None) -> StudyPrediction:
     """Inference, roll-up and outputs of one study (`table` = its preprocessed rows, possibly none)."""
     folder.mkdir(parents=True, exist_ok=True)
     level = config["input"]["level"]
@@ -419,7 +424,8 @@ def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Pa
     if not table.empty:
         warnings.extend(_view_warnings(table, level))
         dataset = dataset_for(config, table.reset_index(drop=True), store)
-        items = _run_items(model, dataset, table, heatmap, folder, temperature, overlay_max_side, warnings)
+        items = _run_items(model, dataset, table, heatmap, folder, calibration["breast"].temperature,
+                           overlay_max_side, warnings)
     if not items:
         warnings.append("no usable CC/MLO view in this study: no prediction")
     exam_logit, breast_logits = _level_logits(level, items) if items else (None, {"L": None, "R": None})
@@ -430,10 +436,13 @@ def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Pa
                   "views_used": sorted(v["view"] for it in items for v in it["views"]), "id_note": ID_SALT_NOTE},
         "model": _card(config, model_dir),
         "preprocess": {"config_hash": config_hash(preprocess_config_of(config)[0])},
-        "exam": _scores(exam_logit, temperature),
-        "breasts": {s: _scores(v, temperature) for s, v in breast_logits.items()},
+        "exam": _scores(exam_logit, calibration["exam"].chosen),
+        "breasts": {s: _scores(v, calibration["breast"].chosen) for s, v in breast_logits.items()},
         "views": [v for it in items for v in it["views"]],
-        "calibration": f"prob = sigmoid(logit / T) with T = {temperature:g}; prob_raw = sigmoid(logit)",
+        "calibration": {**{level: {"map": c.chosen.describe(), "formula": c.chosen.formula()}
+                           for level, c in calibration.items()},
+                        "views": f"{calibration['breast'].temperature.describe()} (the breast level's temperature)",
+                        "prob_raw": "sigmoid(logit)"},
         "warnings": list(dict.fromkeys(warnings)),
     }
     atomic_write_text(folder / "prediction.json", json.dumps(_json_ready(prediction), indent=1))

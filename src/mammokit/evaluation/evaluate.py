@@ -2,7 +2,10 @@
 explanations, per-site external validation and the report.
 
 The first store is the internal test set; every further store is an external site, reported with its AUC drop
-against the internal one and its calibration with the model's temperature and with one refitted on that site.
+against the internal one and its calibration with the model's calibration and with a temperature refitted on that
+site. `calibrate` fits, per level (exam, breast), a temperature and beta calibration on the validation split and keeps
+the one with the lower cross-validated NLL (see `calibrators`); evaluation reports the ECE before calibration, after
+the temperature alone and after the chosen map.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from mammokit.evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
+from mammokit.evaluation.calibrators import LevelCalibration, calibration_from_config, fit_level_calibration
 from mammokit.evaluation.froc import froc_curve, froc_summary, saliency_peaks
 from mammokit.evaluation.inference import InferenceResult, dataset_for, run_inference
 from mammokit.evaluation.metrics import roc_auc, summarize
 from mammokit.evaluation.uncertainty import error_detection_auc, misclassified, summarize_passes
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.training.datamodule import load_store_table
-from mammokit.training.release import load_released, set_temperature
+from mammokit.training.release import load_released, set_calibration
 
 log = logging.getLogger(__name__)
 GROUP_COLUMNS = ("site", "manufacturer", "density")
@@ -131,18 +135,25 @@ def build_levels(res: InferenceResult, table: pd.DataFrame) -> Levels:
     return Levels(exam, breast, images)
 
 
-def level_metrics(df: pd.DataFrame, temperature: float, *, n_boot: int, seed: int) -> tuple[dict, pd.DataFrame]:
-    """Metrics of one level (labelled rows only) and the rows with raw and calibrated probabilities added."""
+def level_metrics(df: pd.DataFrame, calibration: LevelCalibration, *, n_boot: int,
+                  seed: int) -> tuple[dict, pd.DataFrame]:
+    """Metrics of one level (labelled rows only) and the rows with raw, temperature-scaled and calibrated (the
+    chosen map: every metric but the ECE comparison is computed on these) probabilities added."""
     df = df.copy()
-    df["prob_raw"] = _sigmoid(df["logit"].to_numpy())
-    df["prob"] = _sigmoid(df["logit"].to_numpy() / temperature)
+    logits = df["logit"].to_numpy()
+    df["prob_raw"] = _sigmoid(logits)
+    df["prob_temperature"] = calibration.temperature.probabilities(logits)
+    df["prob"] = calibration.chosen.probabilities(logits)
     lab = df[df["label"].notna()]
     y, p = lab["label"].to_numpy().astype(int), lab["prob"].to_numpy()
     groups = {c: lab[c].to_numpy() for c in GROUP_COLUMNS if c in lab.columns}
     metrics = summarize(y, p, groups, lab["patient_id"].to_numpy(), n_boot=n_boot, seed=seed)
     metrics["roc_auc"] = metrics["auc"]  # the name metrics.json promises (`{"exam": {"roc_auc": ...}}`)
     metrics["roc_auc_ci"] = [metrics.get("auc_ci_low"), metrics.get("auc_ci_high")]
-    metrics["calibration"] = calibration_block(y, lab["prob_raw"].to_numpy(), p)
+    metrics["calibration"] = {
+        **calibration_block(y, {"before": lab["prob_raw"].to_numpy(), "temperature": lab["prob_temperature"].to_numpy(),
+                                "after": p}),
+        "method": calibration.chosen.describe(), "temperature": float(calibration.temperature.params["T"])}
     return metrics, df
 
 
@@ -151,12 +162,12 @@ def ece_bins(n: int, default: int = 15) -> int:
     return max(1, min(default, n))
 
 
-def calibration_block(y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray) -> dict[str, float]:
-    """ECE (equal-width and equal-mass, 15 bins), its finite-sample floor (`ece_if_calibrated`, equal-width) and the
-    Brier score, before and after temperature scaling."""
+def calibration_block(y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per tag of `probs` ("before", "temperature", "after"): ECE (equal-width and equal-mass, 15 bins), its
+    finite-sample floor (`ece_if_calibrated`, equal-width) and the Brier score, as `ece_uniform_{tag}` etc."""
     out = {}
     bins = ece_bins(len(y))
-    for tag, p in (("before", p_raw), ("after", p_cal)):
+    for tag, p in probs.items():
         out[f"ece_uniform_{tag}"] = expected_calibration_error(y, p, bins, "uniform")
         out[f"ece_quantile_{tag}"] = expected_calibration_error(y, p, bins, "quantile")
         out[f"ece_uniform_floor_{tag}"] = ece_if_calibrated(p, bins, "uniform")
@@ -164,14 +175,14 @@ def calibration_block(y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray) -> di
     return out
 
 
-def uncertainty_block(res: InferenceResult, exam: pd.DataFrame, temperature: float) -> dict[str, Any]:
-    """Per kind (mc, tta): mean/std/entropy summary and how well uncertainty ranks the exam-level errors."""
+def uncertainty_block(res: InferenceResult, exam: pd.DataFrame) -> dict[str, Any]:
+    """Per kind (mc, tta): mean/std/entropy of the pass probabilities and how well uncertainty ranks the exam-level
+    errors. Measured on the model's own probabilities: a calibration map is fitted to single deterministic passes,
+    and a saturating one (beta with b = 0) would squash the spread between passes that signals doubt."""
     out: dict[str, Any] = {}
     known = exam["label"].notna().to_numpy()
     for kind, levels in res.passes.items():
         probs = levels["exam"]
-        if temperature != 1.0:
-            probs = _sigmoid(np.log(probs / (1 - probs + 1e-12) + 1e-12) / temperature)
         s = summarize_passes(probs)
         exam[f"{kind}_mean"], exam[f"{kind}_std"] = s["mean"], s["std"]
         exam[f"{kind}_entropy"] = s["predictive_entropy"]
@@ -243,9 +254,9 @@ class StoreEvaluation:
     config: dict[str, Any]  # the released model's config
 
 
-def evaluate_store(model: Any, config: dict[str, Any], store: str | Path, *, split: str | None, temperature: float,
-                   n_boot: int, mc_passes: int, tta_passes: int, batch_size: int, seed: int,
-                   model_dir: Path | None = None) -> StoreEvaluation:
+def evaluate_store(model: Any, config: dict[str, Any], store: str | Path, *, split: str | None,
+                   calibration: dict[str, LevelCalibration], n_boot: int, mc_passes: int, tta_passes: int,
+                   batch_size: int, seed: int, model_dir: Path | None = None) -> StoreEvaluation:
     """Inference and metrics on one store. With `model_dir`, a store without splits of its own takes the training
     run's, and exams the run trained or validated on are counted (`training_overlap_exams`) and warned about."""
     store = Path(store)
@@ -260,15 +271,15 @@ def evaluate_store(model: Any, config: dict[str, Any], store: str | Path, *, spl
     dataset = dataset_for(config, table, store)
     res = run_inference(model, dataset, batch_size=batch_size, mc_passes=mc_passes, tta_passes=tta_passes, seed=seed)
     levels = build_levels(res, table)
-    metrics: dict[str, Any] = {"store": str(store), "split": used_split, "temperature": temperature,
-                               "training_overlap_exams": overlap}
+    metrics: dict[str, Any] = {"store": str(store), "split": used_split, "training_overlap_exams": overlap}
     for name in ("exam", "breast"):
-        m, df = level_metrics(getattr(levels, name), temperature, n_boot=n_boot, seed=seed)
+        m, df = level_metrics(getattr(levels, name), calibration[name], n_boot=n_boot, seed=seed)
         metrics[name] = m
         setattr(levels, name, df)
+    # view scores are not calibrated on their own: they get the breast level's temperature
     levels.image["prob_raw"] = _sigmoid(levels.image["logit"].to_numpy())
-    levels.image["prob"] = _sigmoid(levels.image["logit"].to_numpy() / temperature)
-    metrics["uncertainty"] = uncertainty_block(res, levels.exam, temperature)
+    levels.image["prob"] = calibration["breast"].temperature.probabilities(levels.image["logit"].to_numpy())
+    metrics["uncertainty"] = uncertainty_block(res, levels.exam)
     froc, _ = froc_block(res)
     metrics["froc"] = froc
     n_exams = len(levels.exam)
@@ -302,7 +313,8 @@ def site_rows(evals: list[StoreEvaluation]) -> list[dict[str, Any]]:
                "n_exams": len(ex), "auc": m.get("roc_auc"), "auc_ci_low": m.get("roc_auc_ci", [None, None])[0],
                "auc_ci_high": m.get("roc_auc_ci", [None, None])[1],
                "auc_drop": None if i == 0 or internal is None or m.get("roc_auc") is None else internal - m["roc_auc"],
-               "ece_model_temperature": m["calibration"]["ece_uniform_after"], "temperature_refit": False,
+               "ece_model_calibration": m["calibration"]["ece_uniform_after"],
+               "ece_model_temperature": m["calibration"]["ece_uniform_temperature"], "temperature_refit": False,
                "training_overlap_exams": ev.metrics["training_overlap_exams"]}
         y = ex["label"].to_numpy().astype(int)
         if i > 0 and len(np.unique(y)) == 2:
@@ -324,15 +336,17 @@ def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
-    temperature = float(config.get("temperature", 1.0))
-    evals = [evaluate_store(model, config, s, split=split if i == 0 else "all", temperature=temperature,
+    calibration = calibration_from_config(config)
+    temperature = float(calibration["exam"].temperature.params["T"])
+    evals = [evaluate_store(model, config, s, split=split if i == 0 else "all", calibration=calibration,
                             n_boot=n_boot, mc_passes=mc_passes, tta_passes=tta_passes, batch_size=batch_size,
                             seed=seed, model_dir=model_dir) for i, s in enumerate(stores)]
     preds = pd.concat([predictions_table(ev) for ev in evals], ignore_index=True)
     atomic_write(out / "predictions.parquet", lambda tmp: preds.to_parquet(tmp, index=False))
     main = evals[0]
     metrics = {"intended_use": INTENDED_USE, "model": str(model_dir), "temperature": temperature,
-               "temperature_source": config.get("temperature_source", "none (T = 1)"),
+               "temperature_source": calibration["exam"].source,
+               "calibration": {level: c.to_dict() for level, c in calibration.items()},
                "exam": main.metrics["exam"], "breast": main.metrics["breast"], "froc": main.metrics["froc"],
                "uncertainty": main.metrics["uncertainty"], "speed_exams_per_s": main.metrics["speed_exams_per_s"],
                "split": main.split, "training_overlap_exams": main.metrics["training_overlap_exams"],
@@ -346,8 +360,11 @@ def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Pat
     return metrics
 
 
-def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", batch_size: int = 4) -> float:
-    """Fit a temperature on a held-out split (exam logits, LBFGS on NLL) and store it in the released model."""
+def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", method: str = "auto",
+              batch_size: int = 4, seed: int = 0) -> dict[str, LevelCalibration]:
+    """Fit, per level (exam, breast), a temperature (L-BFGS on NLL) and, for `method` "auto" or "beta", beta
+    calibration on a held-out split; "auto" keeps the one with the lower patient-grouped cross-validated NLL. The
+    result is stored in the released model's config.json and returned."""
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
     table = with_run_splits(load_store_table(store), model_dir)
@@ -357,10 +374,16 @@ def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", 
     table, _ = select_split(table, split, store)
     res = run_inference(model, dataset_for(config, table, store), batch_size=batch_size)
     levels = build_levels(res, table)
-    ex = levels.exam[levels.exam["label"].notna()]
-    y = ex["label"].to_numpy().astype(int)
-    if len(np.unique(y)) < 2:
-        raise ValueError(f"{store}: the {split!r} split needs positive and negative exams to fit a temperature")
-    t = fit_temperature(ex["logit"].to_numpy(), y)
-    set_temperature(model_dir, t, f"{store} split={split} exams={len(ex)}")
-    return t
+    fitted = {}
+    for level in ("exam", "breast"):
+        df = getattr(levels, level)
+        df = df[df["label"].notna()]
+        y = df["label"].to_numpy().astype(int)
+        if len(np.unique(y)) < 2:
+            raise ValueError(f"{store}: the {split!r} split needs positive and negative {level}s to calibrate")
+        fitted[level] = fit_level_calibration(df["logit"].to_numpy(), y, method=method,
+                                              groups=df["patient_id"].to_numpy(), seed=seed,
+                                              source=f"{store} split={split} {level}s={len(df)}")
+    set_calibration(model_dir, {level: c.to_dict() for level, c in fitted.items()},
+                    temperature=float(fitted["exam"].temperature.params["T"]), source=fitted["exam"].source)
+    return fitted

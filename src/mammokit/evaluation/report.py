@@ -1,5 +1,5 @@
 """The evaluation report: one self-contained `report.html` (inline CSS, figures as base64 PNG, no scripts, no external
-links) with headline numbers and CIs, ROC/PR, calibration before/after temperature scaling, FROC, metric tables,
+links) with headline numbers and CIs, ROC/PR, calibration before/after (temperature, beta), FROC, metric tables,
 per-site table, uncertainty summary and a gallery of the most confident TP/FP/FN cases with heatmaps.
 
 The caller (`mammokit evaluate`) computes the metrics with `metrics.summarize`, `calibration`, `froc.froc_summary`
@@ -89,6 +89,9 @@ class CalibrationInfo:
         ece_floor_before, ece_floor_after: equal-width ECE a perfectly calibrated model would show on this many
             cases (`calibration.ece_if_calibrated`): the finite-sample floor the measured ECE is read against.
         brier_before, brier_after: Brier scores.
+        method: the chosen map when it is not the temperature (e.g. "beta a = 1.41, b = 0, c = 1.5"); then
+            `p_temperature` (probabilities after the temperature alone) and its `ece_temperature`,
+            `ece_floor_temperature` and `brier_temperature` are shown beside it.
     """
 
     level: str
@@ -101,6 +104,11 @@ class CalibrationInfo:
     brier_after: float
     ece_floor_before: float = math.nan
     ece_floor_after: float = math.nan
+    method: str = ""
+    p_temperature: np.ndarray | None = None
+    ece_temperature: Mapping[str, float] | None = None
+    ece_floor_temperature: float = math.nan
+    brier_temperature: float = math.nan
 
     @classmethod
     def from_arrays(
@@ -113,9 +121,18 @@ class CalibrationInfo:
         level: str = "exam",
         fitted_on: str = "validation split",
         n_bins: int = 15,
+        method: str = "",
+        p_temperature: ArrayLike | None = None,
     ) -> CalibrationInfo:
-        """Compute the ECEs and Brier scores with `calibration.expected_calibration_error` / `brier_score`."""
+        """Compute the ECEs and Brier scores with `calibration.expected_calibration_error` / `brier_score`; pass
+        `method` and `p_temperature` when `p` comes from a map other than the temperature."""
         strategies = ("uniform", "quantile")
+        extra: dict[str, Any] = {}
+        if method and p_temperature is not None:
+            p_t = np.asarray(p_temperature, dtype=np.float64)
+            extra = {"method": method, "p_temperature": p_t, "brier_temperature": brier_score(y, p_t),
+                     "ece_temperature": {s: expected_calibration_error(y, p_t, n_bins, s) for s in strategies},
+                     "ece_floor_temperature": ece_if_calibrated(p_t, n_bins)}
         return cls(
             level=level,
             temperature=float(temperature),
@@ -127,6 +144,7 @@ class CalibrationInfo:
             brier_after=brier_score(y, p),
             ece_floor_before=ece_if_calibrated(p_raw, n_bins),
             ece_floor_after=ece_if_calibrated(p, n_bins),
+            **extra,
         )
 
 
@@ -398,8 +416,11 @@ def _headline(ctx: ReportContext) -> list[dict[str, str]]:
                   "note": f"PR-AUC {fmt_num(m['pr_auc'])}"})
     if ctx.calibration is not None:
         c = ctx.calibration
-        cards.append({"label": "ECE after scaling", "value": fmt_num(c.ece_after["uniform"]),
-                      "sub": f"before {fmt_num(c.ece_before['uniform'])}", "note": f"T = {c.temperature:.2f}"})
+        sub = f"before {fmt_num(c.ece_before['uniform'])}"
+        if c.method:
+            sub += f", temperature alone {fmt_num(c.ece_temperature['uniform'])}"
+        cards.append({"label": "ECE after calibration", "value": fmt_num(c.ece_after["uniform"]), "sub": sub,
+                      "note": (c.method.split()[0] + " calibration") if c.method else f"T = {c.temperature:.2f}"})
     if ctx.froc is not None:
         cards.append({"label": "FROC mean sensitivity", "value": fmt_num(ctx.froc["mean_sensitivity"]),
                       "sub": f"at {', '.join(ctx.froc['sensitivity_at_fp'])} FP/image",
@@ -432,10 +453,15 @@ def _figures(ctx: ReportContext) -> dict[str, Any]:
     if c is not None:
         r = ctx.levels[c.level]
         y = np.asarray(r.y, dtype=np.float64)
-        for p, ece, when in ((r.p_raw, c.ece_before, "before"), (r.p, c.ece_after, f"after (T = {c.temperature:.2f})")):
-            fig = plots.plot_reliability(y, np.asarray(p, dtype=np.float64), c.n_bins,
-                                         f"{c.level} level, {when} temperature scaling", ece)
-            figs["reliability"].append(plots.figure_to_data_uri(fig))
+        panels = [(r.p_raw, c.ece_before, "before calibration")]
+        if c.method:
+            panels += [(c.p_temperature, c.ece_temperature, f"temperature alone (T = {c.temperature:.2f})"),
+                       (r.p, c.ece_after, f"after {c.method.split()[0]} calibration")]
+        else:
+            panels.append((r.p, c.ece_after, f"after temperature scaling (T = {c.temperature:.2f})"))
+        for p, ece, when in panels:
+            fig = plots.plot_reliability(y, np.asarray(p, dtype=np.float64), c.n_bins, f"{c.level} level, {when}", ece)
+            figs["reliability"].append({"src": plots.figure_to_data_uri(fig), "alt": f"Reliability diagram, {when}"})
     if ctx.froc_curve is not None and ctx.froc is not None:
         figs["froc"] = plots.figure_to_data_uri(plots.plot_froc(ctx.froc_curve, ctx.froc))
     return figs
@@ -470,14 +496,18 @@ def render_report(ctx: ReportContext) -> str:
     calib = None
     if ctx.calibration is not None:
         c = ctx.calibration
+        columns = [("before", c.ece_before, c.ece_floor_before, c.brier_before)]
+        if c.method:
+            columns.append(("temperature alone", c.ece_temperature, c.ece_floor_temperature, c.brier_temperature))
+        columns.append((f"after {c.method.split()[0] if c.method else 'temperature'} calibration", c.ece_after,
+                        c.ece_floor_after, c.brier_after))
         calib = {"level": c.level, "temperature": f"{c.temperature:.3f}", "fitted_on": c.fitted_on,
-                 "n_bins": c.n_bins,
-                 "rows": [["ECE, equal-width bins", fmt_num(c.ece_before["uniform"]), fmt_num(c.ece_after["uniform"])],
-                          ["ECE, equal-mass bins", fmt_num(c.ece_before["quantile"]),
-                           fmt_num(c.ece_after["quantile"])],
-                          ["ECE floor: a perfectly calibrated model, this many cases", fmt_num(c.ece_floor_before),
-                           fmt_num(c.ece_floor_after)],
-                          ["Brier score", fmt_num(c.brier_before), fmt_num(c.brier_after)]]}
+                 "n_bins": c.n_bins, "method": c.method, "columns": [col[0] for col in columns],
+                 "rows": [["ECE, equal-width bins", *(fmt_num(col[1]["uniform"]) for col in columns)],
+                          ["ECE, equal-mass bins", *(fmt_num(col[1]["quantile"]) for col in columns)],
+                          ["ECE floor: a perfectly calibrated model, this many cases",
+                           *(fmt_num(col[2]) for col in columns)],
+                          ["Brier score", *(fmt_num(col[3]) for col in columns)]]}
     froc = None
     if ctx.froc is not None:
         froc = {"rows": [[f"{r} FP/image", fmt_pct(s)] for r, s in ctx.froc["sensitivity_at_fp"].items()],

@@ -99,9 +99,13 @@ def build_report(out: Path, model: Any, config: dict[str, Any], evals: list[Any]
     main = evals[0]
     levels = {name: _level_result(getattr(main.levels, name), main.metrics[name]) for name in ("exam", "breast")}
     ex = levels["exam"]
-    calibration = CalibrationInfo.from_arrays(ex.y, ex.p_raw, ex.p, metrics["temperature"], level="exam",
-                                              fitted_on=str(metrics.get("temperature_source")),
-                                              n_bins=ece_bins(len(ex.y)))
+    exam_calibration = metrics["calibration"]["exam"]
+    chosen = exam_calibration["chosen"]
+    lab = main.levels.exam[main.levels.exam["label"].notna()]
+    calibration = CalibrationInfo.from_arrays(
+        ex.y, ex.p_raw, ex.p, metrics["temperature"], level="exam", fitted_on=str(exam_calibration["source"]),
+        n_bins=ece_bins(len(ex.y)), p_temperature=lab["prob_temperature"].to_numpy(),
+        method="" if chosen["method"] == "temperature" else main.metrics["exam"]["calibration"]["method"])
     froc_curve = None
     if main.metrics.get("froc"):
         from mammokit.evaluation.evaluate import froc_block

@@ -1,4 +1,4 @@
-"""Released models: `model.safetensors` + `config.json` (architecture, input, preprocessing, temperature, card).
+"""Released models: `model.safetensors` + `config.json` (architecture, input, preprocessing, calibration, card).
 
 An ensemble is released the same way: its members' weights live in one safetensors file under `members.<i>.`, and
 `EnsembleModel` averages the members' logits (and saliency maps), so every consumer sees one model.
@@ -84,10 +84,12 @@ def load_released(path: str | Path, map_location: str = "cpu") -> tuple[nn.Modul
     return model, config
 
 
-def set_temperature(path: str | Path, temperature: float, source: str) -> None:
-    """Store a fitted temperature in a released model's config.json."""
+def set_calibration(path: str | Path, calibration: dict[str, Any], *, temperature: float, source: str) -> None:
+    """Store fitted calibration (per level, `LevelCalibration.to_dict()`) and the exam-level temperature in a
+    released model's config.json."""
     cfg_path = Path(path) / "config.json"
     config = json.loads(cfg_path.read_text())
+    config["calibration"] = calibration
     config["temperature"] = float(temperature)
     config["temperature_source"] = source
     atomic_write_text(cfg_path, json.dumps(config, indent=2, default=str))

@@ -1,0 +1,203 @@
+"""Calibrators: fitted monotone maps from raw logits to calibrated logits, chosen on held-out data.
+
+Two families, both fitted by minimising the NLL on a held-out split:
+- temperature scaling, z / T (Guo et al. 2017): one parameter, symmetric, the issue's baseline;
+- beta calibration, a·log σ(z) − b·log σ(−z) + c with a, b ≥ 0 (Kull, Silva Filho & Flach 2017). Since
+  log σ(z) − log σ(−z) = z it contains temperature scaling (a = b = 1/T, c = 0) and Platt scaling (a = b); for
+  very negative z the slope is a, for very positive z it is b, so it can sharpen one side and flatten the other. The
+  constraint a, b ≥ 0 keeps the map monotone (rankings and AUC never change); b = 0 caps the top probability at
+  σ(c), which is what a model that is over-confident on its most suspicious-looking negatives needs.
+
+`fit_level_calibration` always fits the temperature (it is reported), and with `method="auto"` keeps beta only when
+its patient-grouped cross-validated NLL on the held-out split beats the temperature's by more than `MIN_NLL_GAIN`:
+an in-sample comparison would always favour the three-parameter map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit
+
+from mammokit.evaluation.calibration import fit_temperature
+
+METHODS = ("temperature", "beta")
+MIN_NLL_GAIN = 1e-3  # nats per case beta must win by, in cross-validation, to replace the temperature
+LEVELS = ("exam", "breast")
+
+
+def _binary(logits: ArrayLike, labels: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    z, y = np.asarray(logits, dtype=np.float64).ravel(), np.asarray(labels, dtype=np.float64).ravel()
+    if z.shape != y.shape or z.size == 0:
+        raise ValueError(f"{name}: logits and labels must be non-empty and of equal length, got {z.size} and {y.size}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"{name}: logits contain NaN or infinity")
+    if not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"{name}: labels must be 0 or 1")
+    return z, y
+
+
+def _beta_logits(z: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return a * log_expit(z) - b * log_expit(-z) + c
+
+
+def _nll(q: np.ndarray, y: np.ndarray) -> float:
+    """Mean binary NLL of logits q."""
+    return float(np.mean(-(y * log_expit(q) + (1 - y) * log_expit(-q))))
+
+
+def fit_beta_calibration(logits: ArrayLike, labels: ArrayLike) -> tuple[float, float, float]:
+    """(a, b, c) minimising the NLL of a·log σ(z) − b·log σ(−z) + c, with a, b ≥ 0 (L-BFGS-B, analytic gradient)."""
+    z, y = _binary(logits, labels, "fit_beta_calibration")
+    if y.min() == y.max():
+        raise ValueError("fit_beta_calibration: needs positive and negative cases")
+    features = np.stack([log_expit(z), -log_expit(-z), np.ones_like(z)], axis=1)
+
+    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        q = features @ theta
+        return _nll(q, y), features.T @ (expit(q) - y) / y.size
+
+    result = minimize(loss_and_grad, np.array([1.0, 1.0, 0.0]), jac=True, method="L-BFGS-B",
+                      bounds=[(0.0, None), (0.0, None), (None, None)], options={"maxiter": 500, "gtol": 1e-10})
+    a, b, c = (float(v) for v in result.x)
+    if not all(math.isfinite(v) for v in (a, b, c)):
+        raise RuntimeError(f"fit_beta_calibration: optimisation diverged ({result.message})")
+    return a, b, c
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """One fitted map: method "temperature" (params T) or "beta" (params a, b, c); "identity" leaves logits as is."""
+
+    method: str
+    params: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        expected = {"identity": set(), "temperature": {"T"}, "beta": {"a", "b", "c"}}.get(self.method)
+        if expected is None:
+            raise ValueError(f"calibration method must be one of identity, {', '.join(METHODS)}; got {self.method!r}")
+        if set(self.params) != expected or not all(math.isfinite(float(v)) for v in self.params.values()):
+            raise ValueError(f"{self.method} calibration needs finite {sorted(expected)}, got {dict(self.params)}")
+        if self.method == "temperature" and not float(self.params["T"]) > 0:
+            raise ValueError(f"temperature must be positive, got {self.params['T']}")
+        if self.method == "beta" and (float(self.params["a"]) < 0 or float(self.params["b"]) < 0):
+            raise ValueError(f"beta calibration needs a, b >= 0 (a monotone map), got {dict(self.params)}")
+
+    def logits(self, logits: ArrayLike) -> np.ndarray:
+        """Calibrated logits."""
+        z = np.asarray(logits, dtype=np.float64)
+        if self.method == "temperature":
+            return z / float(self.params["T"])
+        if self.method == "beta":
+            return _beta_logits(z, *(float(self.params[k]) for k in ("a", "b", "c")))
+        return z
+
+    def probabilities(self, logits: ArrayLike) -> np.ndarray:
+        """Calibrated probabilities."""
+        return expit(self.logits(logits))
+
+    def describe(self) -> str:
+        """Short label, e.g. "temperature T = 1.35" or "beta a = 1.41, b = 0, c = 1.50"."""
+        if self.method == "identity":
+            return "none"
+        return f"{self.method} " + ", ".join(f"{k} = {float(v):.3g}" for k, v in self.params.items())
+
+    def formula(self) -> str:
+        """How to apply it, in words a user can code from."""
+        return {"identity": "prob = sigmoid(logit)",
+                "temperature": "prob = sigmoid(logit / T)",
+                "beta": "prob = sigmoid(a * log(sigmoid(logit)) - b * log(sigmoid(-logit)) + c)"}[self.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "params": {k: float(v) for k, v in self.params.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibrator:
+        return cls(str(data["method"]), {k: float(v) for k, v in data.get("params", {}).items()})
+
+
+def fit_calibrator(logits: ArrayLike, labels: ArrayLike, method: str) -> Calibrator:
+    """Fit one method ("temperature" or "beta") on all the given cases."""
+    z, y = _binary(logits, labels, f"fit_calibrator({method})")
+    if method == "temperature":
+        return Calibrator("temperature", {"T": fit_temperature(z.copy(), y.copy())})
+    if method == "beta":
+        return Calibrator("beta", dict(zip("abc", fit_beta_calibration(z, y), strict=True)))
+    raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
+
+
+def cross_validated_nll(logits: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = None, *, folds: int = 5,
+                        seed: int = 0) -> dict[str, float]:
+    """Per method, the mean NLL on held-out folds (groups, e.g. patients, never straddle folds), plus "none".
+
+    Fold assignment is a seeded permutation of the groups. A fold whose training part lacks a class is skipped; if
+    every fold is skipped the result is empty.
+    """
+    z, y = _binary(logits, labels, "cross_validated_nll")
+    g = np.arange(z.size) if groups is None else np.asarray(groups)
+    if g.shape != z.shape:
+        raise ValueError(f"cross_validated_nll: {g.size} groups for {z.size} cases")
+    unique, inverse = np.unique(g, return_inverse=True)
+    fold_of_group = np.random.default_rng(seed).permutation(unique.size) % max(2, min(folds, unique.size))
+    fold = fold_of_group[inverse]
+    totals, used = dict.fromkeys(("none", *METHODS), 0.0), 0
+    for k in np.unique(fold):
+        train, test = fold != k, fold == k
+        if y[train].min() == y[train].max():
+            continue
+        totals["none"] += _nll(z[test], y[test]) * test.sum()
+        for method in METHODS:
+            totals[method] += _nll(fit_calibrator(z[train], y[train], method).logits(z[test]), y[test]) * test.sum()
+        used += int(test.sum())
+    return {m: t / used for m, t in totals.items()} if used else {}
+
+
+@dataclass(frozen=True)
+class LevelCalibration:
+    """The calibration of one level (exam or breast): the chosen map, the temperature (always fitted and reported),
+    the cross-validated NLL that chose between them and where they were fitted."""
+
+    chosen: Calibrator
+    temperature: Calibrator
+    cv_nll: Mapping[str, float] = field(default_factory=dict)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen.to_dict(), "temperature": self.temperature.to_dict(),
+                "cv_nll": {k: float(v) for k, v in self.cv_nll.items()}, "source": self.source,
+                "formula": self.chosen.formula()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LevelCalibration:
+        return cls(Calibrator.from_dict(data["chosen"]), Calibrator.from_dict(data["temperature"]),
+                   dict(data.get("cv_nll", {})), str(data.get("source", "")))
+
+
+def fit_level_calibration(logits: ArrayLike, labels: ArrayLike, *, method: str = "auto",
+                          groups: ArrayLike | None = None, source: str = "", seed: int = 0) -> LevelCalibration:
+    """Fit the temperature and, for `method` "beta" or "auto", beta calibration; "auto" keeps beta only when its
+    cross-validated NLL beats the temperature's by more than `MIN_NLL_GAIN` nats per case."""
+    if method not in ("auto", *METHODS):
+        raise ValueError(f"calibration method must be auto, temperature or beta; got {method!r}")
+    temperature = fit_calibrator(logits, labels, "temperature")
+    cv = cross_validated_nll(logits, labels, groups, seed=seed) if method == "auto" else {}
+    if method == "beta" or (method == "auto" and cv and cv["beta"] < cv["temperature"] - MIN_NLL_GAIN):
+        return LevelCalibration(fit_calibrator(logits, labels, "beta"), temperature, cv, source)
+    return LevelCalibration(temperature, temperature, cv, source)
+
+
+def calibration_from_config(config: Mapping[str, Any]) -> dict[str, LevelCalibration]:
+    """Per level, the calibration stored in a released model's config.json. A model calibrated before per-level
+    calibration existed (only "temperature") uses that temperature at both levels; an uncalibrated one T = 1."""
+    stored = config.get("calibration") or {}
+    t = float(config.get("temperature", 1.0))
+    legacy = Calibrator("temperature", {"T": t})
+    source = str(config.get("temperature_source", "none (T = 1)" if t == 1.0 else "not recorded"))
+    return {level: LevelCalibration.from_dict(stored[level]) if level in stored
+            else LevelCalibration(legacy, legacy, {}, source) for level in LEVELS}
