@@ -101,3 +101,29 @@ def test_peaks_feed_froc() -> None:
     summary = froc_summary([pts], [vals], [np.array([[20, 16, 28, 24]])], fp_rates=[0.5, 1.0])
     # the lesion is found at 0.4, after one FP at 0.9: sensitivity 0 at 0 FP, 1 at 1 FP/image
     assert summary["sensitivity_at_fp"] == {"0.5": pytest.approx(0.5), "1": pytest.approx(1.0)}
+
+
+def test_refined_peaks_find_a_blob_between_coarse_cells() -> None:
+    """A lesion centred between the cells of a coarse map: refinement places the peak near it, cell centres cannot."""
+    truth = np.array([4.3, 6.7])
+    yy, xx = np.mgrid[0:10, 0:12]
+    h = np.exp(-((yy - truth[0]) ** 2 + (xx - truth[1]) ** 2) / (2 * 1.2**2))
+    coarse, _ = saliency_peaks(h, k=1)
+    refined, values = saliency_peaks(h, k=1, refine=True)
+    assert coarse.tolist() == [[4, 7]] and values[0] == h[4, 7]
+    assert np.abs(refined[0] - truth).max() < 0.1 < np.abs(coarse[0] - truth).max()
+    # on a 32-pixel grid, the refined point lies inside a 12-pixel lesion box around the truth; the cell centre not
+    box = np.array([[(truth[0] + 0.5) * 32 - 6, (truth[1] + 0.5) * 32 - 6,
+                     (truth[0] + 0.5) * 32 + 6, (truth[1] + 0.5) * 32 + 6]])
+    hits = [froc_summary([(p + 0.5) * 32], [values], [box], fp_rates=[1.0])["sensitivity_at_fp"]["1"]
+            for p in (coarse, refined)]
+    assert hits == [0.0, 1.0]
+
+
+def test_refinement_at_borders_and_plateaus() -> None:
+    h = np.zeros((6, 6))
+    h[0, 3], h[0, 2] = 1.0, 0.5  # top border: y cannot move; x moves towards the stronger neighbour
+    h[4, 1] = h[4, 2] = 0.7  # plateau: one point, moved to the middle of the plateau
+    pts, _ = saliency_peaks(h, k=2, min_distance=1, refine=True)
+    assert pts[0, 0] == 0.0 and -0.5 <= pts[0, 1] - 3 < 0
+    assert pts[1].tolist() == [4.0, 1.5]  # a two-pixel plateau: its middle

@@ -209,7 +209,8 @@ def froc_inputs(res: InferenceResult) -> tuple[list, list, list]:
             heat = sal[min(slot, sal.shape[0] - 1)]
             if not np.any(heat) and not len(boxes):
                 continue  # absent view
-            pts, sc = saliency_peaks(heat, k=FROC_PEAKS_PER_VIEW, min_distance=max(1, heat.shape[0] // 16))
+            pts, sc = saliency_peaks(heat, k=FROC_PEAKS_PER_VIEW, min_distance=max(1, heat.shape[0] // 16),
+                                     refine=True)
             scale = np.array([h_in / heat.shape[0], w_in / heat.shape[1]])
             cands.append((pts + 0.5) * scale)
             scores.append(sc)
@@ -219,11 +220,15 @@ def froc_inputs(res: InferenceResult) -> tuple[list, list, list]:
 
 
 def froc_block(res: InferenceResult) -> tuple[dict[str, Any] | None, Any]:
-    """FROC of the model's saliency peaks against malignant lesion boxes (hit: peak inside the box)."""
+    """FROC of the model's saliency peaks (refined between map cells) against malignant lesion boxes (hit: peak
+    inside the box)."""
     cands, scores, lesions = froc_inputs(res)
     if not cands or not sum(len(x) for x in lesions):
         return None, None
-    return froc_summary(cands, scores, lesions), froc_curve(cands, scores, lesions)
+    summary = froc_summary(cands, scores, lesions)
+    summary["candidates"] = (f"up to {FROC_PEAKS_PER_VIEW} saliency peaks per view, each refined between map cells "
+                             "(parabola through its neighbours), scored by the saliency value")
+    return summary, froc_curve(cands, scores, lesions)
 
 
 def _json_ready(obj: Any) -> Any:
