@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mammokit.training.lesion_supervision import box_saliency_loss, box_targets
@@ -37,3 +38,21 @@ def test_no_lesion_anywhere_only_penalises_lit_cells() -> None:
     dark = torch.full((1, 1, 4, 4), 0.01)
     lit = torch.full((1, 1, 4, 4), 0.6)
     assert box_saliency_loss(dark, boxes, (32, 32)) < box_saliency_loss(lit, boxes, (32, 32))
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_loss_is_float32_under_mixed_precision(device: str) -> None:
+    """bf16 saliency (what autocast gives the loss) still gets a float32 loss; CUDA autocast would refuse the
+    probability BCE outright (it did, in the first bf16 training on a GPU)."""
+    boxes = [[np.array([[0.0, 0.0, 16.0, 16.0]]), np.zeros((0, 4))]]
+    sal32 = torch.rand(1, 2, 4, 4, generator=torch.Generator().manual_seed(0)).to(device)
+    sal16 = sal32.to(torch.bfloat16)
+    reference = box_saliency_loss(sal16.float(), boxes, (64, 64))
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        loss = box_saliency_loss(sal16, boxes, (64, 64))
+    assert loss.dtype == torch.float32
+    assert torch.isclose(loss, reference, rtol=1e-6)
+    assert box_saliency_loss(sal16, boxes, (64, 64)).dtype == torch.float32  # and without autocast

@@ -64,6 +64,7 @@ def test_tiny_training_end_to_end(tiny_config, synth_store):
     released, config = load_released(run / "model")
     assert config["model"] == {"name": cfg.model.name, "kwargs": cfg.model.kwargs}
     assert config["input"]["input_size"] == [64, 40] and config["training"]["exams"] == 10
+    assert config["training"]["hardware"] == "cpu" and config["training"]["precision"] == "32-true"
     assert "not a medical device" in config["intended_use"].lower()
     batch = val_batch(run, synth_store.store)
     with torch.no_grad():

@@ -168,13 +168,15 @@ def evaluate(
     tta: Annotated[int, typer.Option(help="Test-time-augmentation passes (0 = off).")] = 4,
     gallery: Annotated[int, typer.Option(help="Cases per gallery category (TP, FP, FN).")] = 3,
     seed: Annotated[int, typer.Option(help="Seed for the bootstrap and MC-dropout.")] = 0,
+    device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
+                                             "cuda, cuda:1 ...")] = "auto",
 ) -> None:
     """Evaluate a model: predictions.parquet, metrics.json (CIs, calibration, FROC, uncertainty), report.html."""
     from mammokit.evaluation.evaluate import evaluate as run_evaluate
 
     out = out or (model / "eval" if (model / "model").is_dir() else model.parent / "eval")
     metrics = run_evaluate(model, list(data), out=out, split=split, n_boot=n_boot, mc_passes=mc, tta_passes=tta,
-                           gallery=gallery, seed=seed)
+                           gallery=gallery, seed=seed, device=device)
     ex, br = metrics["exam"], metrics["breast"]
     typer.echo(f"exam AUC {ex['roc_auc']:.3f} [{ex['auc_ci_low']:.3f}, {ex['auc_ci_high']:.3f}]   "
                f"breast AUC {br['roc_auc']:.3f} [{br['auc_ci_low']:.3f}, {br['auc_ci_high']:.3f}]")
@@ -188,12 +190,14 @@ def calibrate(
     split: Annotated[str, typer.Option(help="Held-out split to calibrate on.")] = "val",
     method: Annotated[str, typer.Option(help="auto (the lower cross-validated NLL of temperature and beta), "
                                              "temperature or beta.")] = "auto",
+    device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
+                                             "cuda, cuda:1 ...")] = "auto",
 ) -> None:
     """Fit per-level calibration on a held-out split (temperature by LBFGS on NLL; beta calibration when it
     cross-validates better) and store it in the released model."""
     from mammokit.evaluation.evaluate import calibrate as run_calibrate
 
-    for level, fitted in run_calibrate(model, data, split=split, method=method).items():
+    for level, fitted in run_calibrate(model, data, split=split, method=method, device=device).items():
         cv = ", ".join(f"{k} {v:.4f}" for k, v in fitted.cv_nll.items())
         typer.echo(f"{level}: {fitted.chosen.describe()}" + (f"  (cross-validated NLL: {cv})" if cv else ""))
     typer.echo("stored in the released model")
@@ -208,11 +212,14 @@ def predict(
     heatmap: Annotated[str, typer.Option(help="saliency (the model's own map) | gradcam")] = "saliency",
     workers: Annotated[int, typer.Option(help="Processes for preprocessing.")] = 1,
     keep_store: Annotated[bool, typer.Option(help="Keep the temporary preprocessed store under OUT.")] = False,
+    device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
+                                             "cuda, cuda:1 ...")] = "auto",
 ) -> None:
     """Predict studies: calibrated exam/breast/view probabilities, heatmaps on the DICOM grid, prediction.json."""
     from mammokit.predict import predict_studies
 
-    for p in predict_studies(model, study_dir, out=out, heatmap=heatmap, workers=workers, keep_store=keep_store):
+    for p in predict_studies(model, study_dir, out=out, heatmap=heatmap, workers=workers, keep_store=keep_store,
+                             device=device):
         exam = p.prediction["exam"]
         score = f"exam p={exam['prob']:.3f} (raw {exam['prob_raw']:.3f})" if exam else "no prediction"
         typer.echo(f"{p.exam_id}: {score}, {len(p.prediction['warnings'])} warnings → {p.folder / 'prediction.json'}")

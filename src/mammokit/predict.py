@@ -50,14 +50,14 @@ from mammokit.io import atomic_write, atomic_write_text
 from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.geometry import TransformRecord
 from mammokit.preprocess.pipeline import run_pipeline
-from mammokit.training.module import model_inputs
+from mammokit.training.module import model_inputs, resolve_device
 from mammokit.training.release import load_released
 
 log = logging.getLogger(__name__)
 __all__ = ["HEATMAPS", "StudyPrediction", "predict", "predict_studies", "preprocess_config_of"]
 
 HEATMAPS = ("saliency", "gradcam")
-CARD_KEYS = ("run", "seed", "exams", "images", "sites", "vendors", "spacing_mm")
+CARD_KEYS = ("run", "seed", "exams", "images", "sites", "vendors", "spacing_mm", "hardware", "precision")
 ID_SALT_NOTE = "ids are salted HMAC-SHA256 hashes (set MAMMOKIT_ID_SALT for your own key)"
 
 
@@ -240,11 +240,11 @@ def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame
     for index in range(len(dataset)):
         batch = collate([dataset[index]])
         with torch.no_grad():
-            out = model(model_inputs(batch))
+            out = model(model_inputs(batch, next(model.parameters()).device))
         heat = _heatmaps(model, batch, out, kind, dataset.input_size, warnings)
-        view_logits = out["view_logits"].detach().float().reshape(1, -1)[0].numpy()
-        boxes = out["patch_boxes"].detach().float()[0].numpy()
-        attention = out["patch_attention"].detach().float()[0].numpy()
+        view_logits = out["view_logits"].detach().float().cpu().reshape(1, -1)[0].numpy()
+        boxes = out["patch_boxes"].detach().float().cpu()[0].numpy()
+        attention = out["patch_attention"].detach().float().cpu()[0].numpy()
         views = []
         for slot, image_id in enumerate(batch["image_ids"][0]):
             if not image_id:
@@ -253,8 +253,8 @@ def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame
             views.append(_view_entry(row, heat[slot], boxes[slot], attention[slot], float(view_logits[slot]),
                                      full_size, k, kind, out_dir, view_calibrator, overlay_max_side))
         items.append({"exam_logit": float(out["exam_logit"].reshape(-1)[0]),
-                      "breast_logits": out["breast_logits"][0].detach().float().numpy(),
-                      "breast_mask": out["breast_mask"][0].numpy().astype(bool), "views": views})
+                      "breast_logits": out["breast_logits"][0].detach().float().cpu().numpy(),
+                      "breast_mask": out["breast_mask"][0].cpu().numpy().astype(bool), "views": views})
     return items
 
 
@@ -340,6 +340,7 @@ def predict_studies(
     workers: int = 1,
     keep_store: bool = False,
     overlay_max_side: int | None = 2048,
+    device: str = "auto",
 ) -> list[StudyPrediction]:
     """Predict every study under `study_dir` with a released model; writes `out/<exam hash>/prediction.json`.
 
@@ -352,6 +353,7 @@ def predict_studies(
         keep_store: keep the temporary preprocessed store (`out/.store-*`) for inspection.
         overlay_max_side: downscale overlay PNGs to this long side (None = the DICOM's own size); the heatmap PNGs
             always have the DICOM's size.
+        device: where the model runs; "auto" = the GPU when there is one.
 
     Raises:
         FileNotFoundError: `model_path` is not a model, or `study_dir` is not a folder.
@@ -365,6 +367,7 @@ def predict_studies(
     t0 = time.perf_counter()
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
+    model.to(resolve_device(device))
     try:
         calibration = calibration_from_config(config)
     except (KeyError, TypeError, ValueError) as err:

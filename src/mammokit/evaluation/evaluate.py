@@ -34,6 +34,7 @@ from mammokit.evaluation.metrics import roc_auc, summarize
 from mammokit.evaluation.uncertainty import error_detection_auc, misclassified, summarize_passes
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.training.datamodule import load_store_table
+from mammokit.training.module import resolve_device
 from mammokit.training.release import load_released, set_calibration
 
 log = logging.getLogger(__name__)
@@ -333,14 +334,16 @@ def site_rows(evals: list[StoreEvaluation]) -> list[dict[str, Any]]:
 
 def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Path, split: str | None = "test",
              n_boot: int = 2000, mc_passes: int = 10, tta_passes: int = 4, batch_size: int = 4, seed: int = 0,
-             gallery: int = 3, report: bool = True) -> dict[str, Any]:
-    """Evaluate a released model on one or more stores; writes predictions, metrics.json, heatmaps and report."""
+             gallery: int = 3, report: bool = True, device: str = "auto") -> dict[str, Any]:
+    """Evaluate a released model on one or more stores; writes predictions, metrics.json, heatmaps and report.
+    `device` "auto" runs the model on the GPU when there is one."""
     if not stores:
         raise ValueError("evaluate needs at least one store (--data)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
+    model.to(resolve_device(device))
     calibration = calibration_from_config(config)
     temperature = float(calibration["exam"].temperature.params["T"])
     evals = [evaluate_store(model, config, s, split=split if i == 0 else "all", calibration=calibration,
@@ -366,12 +369,13 @@ def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Pat
 
 
 def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", method: str = "auto",
-              batch_size: int = 4, seed: int = 0) -> dict[str, LevelCalibration]:
+              batch_size: int = 4, seed: int = 0, device: str = "auto") -> dict[str, LevelCalibration]:
     """Fit, per level (exam, breast), a temperature (L-BFGS on NLL) and, for `method` "auto" or "beta", beta
     calibration on a held-out split; "auto" keeps the one with the lower patient-grouped cross-validated NLL. The
     result is stored in the released model's config.json and returned."""
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
+    model.to(resolve_device(device))
     table = with_run_splits(load_store_table(store), model_dir)
     if "split" not in table.columns:
         raise ValueError(f"{store}: no splits recorded (in the store or the run's splits.csv): no {split!r} split "

@@ -90,22 +90,29 @@ def _tta_batch(batch: dict[str, Any], index: int, n: int) -> dict[str, Any]:
     return _put_views(batch, images, full)
 
 
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
 def _roll_up(level: str, out: dict[str, Any], batch: dict[str, Any]) -> dict[str, np.ndarray]:
     """Exam, breast and view logits of one batch as numpy (NaN where absent)."""
-    breast = out["breast_logits"].detach().float().numpy().copy()
-    mask = out.get("breast_mask", batch["breast_mask"]).numpy().astype(bool)
+    breast = _numpy(out["breast_logits"]).copy()
+    mask = out.get("breast_mask", batch["breast_mask"]).cpu().numpy().astype(bool)
     breast[~mask] = np.nan
-    views = out.get("view_logits", out["exam_logit"]).detach().float().numpy()
+    views = _numpy(out.get("view_logits", out["exam_logit"]))
     views = views.reshape(len(breast), -1).copy()
     if "view_mask" in batch:
         views[~batch["view_mask"].numpy().astype(bool)] = np.nan
-    return {"exam": out["exam_logit"].detach().float().numpy(), "breast": breast, "view": views}
+    return {"exam": _numpy(out["exam_logit"]), "breast": breast, "view": views}
 
 
 def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4, mc_passes: int = 0,
                   tta_passes: int = 0, num_workers: int = 0, seed: int = 0) -> InferenceResult:
-    """Plain pass (eval mode), then optional MC-dropout and TTA passes, over the whole dataset."""
+    """Plain pass (eval mode), then optional MC-dropout and TTA passes, over the whole dataset, on the model's device
+    (test-time transforms run on the CPU batch first). MC-dropout masks follow `seed` on either device."""
     model.eval()
+    device = next(model.parameters()).device
+    cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         **loader_worker_kwargs(num_workers))
     rows, logits, sal, boxes, lesions = [], [], [], [], []
@@ -118,11 +125,11 @@ def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4
         with torch.no_grad():
             for batch in loader:
                 t0 = time.perf_counter()
-                out = model(model_inputs(batch))
+                out = model(model_inputs(batch, device))
+                logits.append(_roll_up(dataset.level, out, batch))  # copies to the CPU: the GPU has finished
                 seconds["plain"] += time.perf_counter() - t0
-                logits.append(_roll_up(dataset.level, out, batch))
-                sal += list(out["saliency"].float().numpy())
-                boxes += list(out["patch_boxes"].float().numpy())
+                sal += list(_numpy(out["saliency"]))
+                boxes += list(_numpy(out["patch_boxes"]))
                 lesions += [[(b, m) for b, m in zip(bx, mal, strict=True)]
                             for bx, mal in zip(batch["lesion_boxes"], batch["lesion_malignant"], strict=True)]
                 for i in range(len(batch["exam_id"])):
@@ -134,17 +141,19 @@ def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4
                 t0 = time.perf_counter()
                 _enable_dropout(model, True)
                 for k in range(mc_passes):
-                    passes["mc"][k].append(_roll_up(dataset.level, model(model_inputs(batch)), batch))
+                    passes["mc"][k].append(_roll_up(dataset.level, model(model_inputs(batch, device)), batch))
                 _enable_dropout(model, False)
                 seconds["mc"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 for k in range(tta_passes):
-                    tta_out = model(model_inputs(_tta_batch(batch, k, tta_passes)))
+                    tta_out = model(model_inputs(_tta_batch(batch, k, tta_passes), device))
                     passes["tta"][k].append(_roll_up(dataset.level, tta_out, batch))
                 seconds["tta"] += time.perf_counter() - t0
     finally:
         _enable_dropout(model, False)
         torch.random.set_rng_state(gen_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
     cat = {k: np.concatenate([b[k] for b in logits]) for k in ("exam", "breast", "view")}
     stacked: dict[str, dict[str, np.ndarray]] = {}
     for kind, runs in passes.items():

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import SimpleITK as sitk
 
 METHODS = ("area", "sitk")
 
@@ -105,6 +104,8 @@ def _resize_cv2(src: np.ndarray, out_rows: int, out_cols: int) -> np.ndarray:
 
 
 def _resize_sitk(src: np.ndarray, spacing_mm: tuple[float, float], out_rows: int, out_cols: int) -> np.ndarray:
+    import SimpleITK as sitk  # here, not at the top: reading a preprocessed store (training, evaluation) needs no ITK
+
     rows, cols = src.shape
     sr, sc = spacing_mm
     img = sitk.GetImageFromArray(np.ascontiguousarray(src))

@@ -46,7 +46,10 @@ def box_saliency_loss(saliency: torch.Tensor, boxes: list[list[np.ndarray]], inp
     present = mask[..., None, None].expand_as(sal).to(sal)
     pos = target * present
     neg = (1 - target) * present
-    bce = F.binary_cross_entropy(sal.clamp(1e-6, 1 - 1e-6), target, reduction="none")
+    # CUDA autocast refuses binary_cross_entropy on probabilities (unsafe in half precision): compute it in float32
+    with torch.autocast(device_type=sal.device.type, enabled=False):
+        bce = F.binary_cross_entropy(sal.float().clamp(1e-6, 1 - 1e-6), target.float(), reduction="none")
+    pos, neg = pos.float(), neg.float()
     pos_term = (bce * pos).sum() / pos.sum().clamp_min(1.0)
     neg_term = (bce * neg).sum() / neg.sum().clamp_min(1.0)
     return 0.5 * (pos_term + neg_term) if pos.sum() > 0 else neg_term

@@ -120,6 +120,13 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
+def hardware(accelerator: str) -> str:
+    """What the trainer will run on, for the log and the model card: the GPU's name, or "cpu"."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return "cpu"
+
+
 def _strategy(strategy: str, devices: int | str, num_nodes: int) -> str:
     """DDP strategies with unused-parameter detection: curriculum stages and the multi-view model leave some
     trainable parameters without a gradient in a step (e.g. the per-view fusion head when its loss weight is 0),
@@ -257,6 +264,8 @@ def release_config(cfg: TrainConfig, table: pd.DataFrame, history: dict[str, Any
             "vendors": sorted(map(str, train.get("manufacturer", pd.Series(dtype=str)).dropna().unique())),
             "spacing_mm": float(train["spacing_mm"].median()) if "spacing_mm" in train else None,
             "stages": history,
+            "hardware": hardware(cfg.trainer.accelerator),
+            "precision": resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
         },
     }
 
@@ -274,6 +283,8 @@ def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: lis
     table = with_splits(load_store_table(cfg.data.store) if table is None else table, seed=cfg.seed)
     splits = table[["exam_id", "patient_id", "split"]].drop_duplicates("exam_id")
     atomic_write(run_dir / "splits.csv", lambda tmp: splits.to_csv(tmp, index=False))
+    log.info("training %s on %s, precision %s", cfg.name, hardware(cfg.trainer.accelerator),
+             resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator))
     module, history = train_stages(cfg, run_dir, table, callbacks)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this function; one writes the results
         collect_metrics(run_dir)

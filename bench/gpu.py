@@ -1,0 +1,149 @@
+"""GPU speed and memory of mammokit's models: training steps in fp32 and bf16 autocast, inference passes.
+
+Needs a CUDA GPU (exits with a message otherwise). Per configuration it runs, on random inputs in the model's own
+input format (``example_input``) and random labels, the training step the `MammoModule` runs (forward, `MammoLoss`
+with the per-view auxiliary terms, backward, AdamW) and prints the median step time, items/s and the peak GPU
+memory (``torch.cuda.max_memory_allocated``), for fp32 and for bf16 autocast (what ``precision: auto`` picks on a
+bf16-capable GPU). Then eval-mode forward passes: plain and with dropout on (one MC-dropout pass), exams/s.
+
+- ``demo``: the demo's four-view GMIC (cpu preset, 320x200 global, 640x400 full views), batch 16;
+- ``mv_r18_1024``: four-view GMIC with ResNet-18 global and local nets at 1024x640 per view, K=6 crops of 256,
+  batch 8;
+- ``gmic_full``: the single-view GMIC full preset at 2944x1920 (GMIC's own input size), batch 4, with and without
+  gradient checkpointing.
+
+Usage: ``python bench/gpu.py [--steps 10] [--only demo,gmic_full]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+CONFIGS = {
+    "demo": dict(name="multiview_gmic", batch=16, kw=dict(preset="cpu", image_size=[320, 200], full_size=[640, 400],
+                                                          patch_size=64, num_patches=4)),
+    "mv_r18_1024": dict(name="multiview_gmic", batch=8,
+                        kw=dict(global_backbone="resnet18", local_backbone="resnet18", image_size=[1024, 640],
+                                patch_size=256, num_patches=6)),
+    "gmic_full": dict(name="gmic", batch=4, kw=dict(preset="full")),
+    "gmic_full_grad_ckpt": dict(name="gmic", batch=4, kw=dict(preset="full", grad_checkpointing=True)),
+}
+
+
+def _targets(batch: dict, outputs: dict, gen: torch.Generator) -> dict:
+    """Random breast / exam labels in the layout `module.loss_targets` builds from a loader batch."""
+    from mammokit.training.module import loss_targets
+
+    b = outputs["exam_logit"].shape[0]
+    device = outputs["exam_logit"].device
+    breast = (torch.rand(b, 2, generator=gen) < 0.3).float().to(device)
+    fake = {"breast_labels": breast, "breast_mask": torch.ones(b, 2, dtype=torch.bool, device=device),
+            "exam_label": breast.amax(1)}
+    if "view_mask" in batch:
+        fake["view_mask"] = batch["view_mask"]
+    else:
+        fake["laterality"] = torch.randint(0, 2, (b,), generator=gen).to(device)
+    return loss_targets(fake, outputs)
+
+
+def _sync_time(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def measure(key: str, precision: str, steps: int, device: torch.device) -> dict:
+    """Median training-step and inference times of one configuration at one precision."""
+    from mammokit.models import create_model
+    from mammokit.training.losses import MammoLoss
+
+    cfg = CONFIGS[key]
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = create_model(cfg["name"], **cfg["kw"]).to(device)
+    batch = {k: v.to(device) for k, v in model.example_input(cfg["batch"]).items()}
+    cuda = device.type == "cuda"
+    loss_fn = MammoLoss({"aux_weights": {"global": 1.0, "local": 1.0, "fusion": 0.0}})
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
+            out = model(batch)
+            loss, _ = loss_fn(out, _targets(batch, out, gen))
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{key} {precision}: loss is {loss.item()}")
+        loss.backward()
+        opt.step()
+
+    model.train()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        train_step()  # warm-up: cuDNN autotuning, allocator
+    train = [_sync_time(train_step, device) for _ in range(steps)]
+    peak_train = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+
+    def forward() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
+            model(batch)
+
+    model.eval()
+    forward()
+    plain = [_sync_time(forward, device) for _ in range(steps)]
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.train(True)
+    mc = [_sync_time(forward, device) for _ in range(steps)]
+    b = cfg["batch"]
+    result = dict(config=key, precision=precision, batch=b, train_step_s=statistics.median(train),
+                  train_items_per_s=b / statistics.median(train), peak_train_gib=peak_train,
+                  forward_items_per_s=b / statistics.median(plain), mc_pass_items_per_s=b / statistics.median(mc))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--only", default=None, help="comma-separated configurations (default: all)")
+    parser.add_argument("--device", default="cuda", help="cuda (the point), or cpu for a quick check of the script")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench/gpu.py needs a CUDA GPU (--device cpu only checks the script)")
+    torch.backends.cudnn.benchmark = True
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {name}, bf16: {device.type == 'cpu' or torch.cuda.is_bf16_supported()}")
+    keys = args.only.split(",") if args.only else list(CONFIGS)
+    print(f"{'config':22s} {'prec':5s} {'batch':>5s} {'step s':>8s} {'train items/s':>14s} {'peak GiB':>9s} "
+          f"{'fwd items/s':>12s} {'MC pass items/s':>16s}")
+    rows = []
+    for key in keys:
+        for precision in ("fp32", "bf16"):
+            try:
+                r = measure(key, precision, args.steps, device)
+            except torch.OutOfMemoryError:
+                print(f"{key:22s} {precision:5s} out of GPU memory", flush=True)
+                continue
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # the measured model is gone with measure()'s frame
+            rows.append(r)
+            print(f"{key:22s} {precision:5s} {r['batch']:5d} {r['train_step_s']:8.3f} {r['train_items_per_s']:14.1f} "
+                  f"{r['peak_train_gib']:9.2f} {r['forward_items_per_s']:12.1f} {r['mc_pass_items_per_s']:16.1f}",
+                  flush=True)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
