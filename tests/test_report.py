@@ -93,10 +93,11 @@ def make_context(seed: int = 0, n_patients: int = 150, n_boot: int = 200) -> Rep
     ext = metrics["exam"]
     sites = [
         SiteRow("internal test", ["Hologic"], 212, ext["auc"], ext["auc_ci_low"], ext["auc_ci_high"], None, False,
-                temperature),
+                None, ece_model=calib.ece_after["uniform"]),
         {"site": "external: a long site name that must wrap inside its cell without pushing the table wider",
          "vendors": "GE, Siemens", "n_exams": 88, "auc": ext["auc"] - 0.061, "auc_ci_low": 0.70,
-         "auc_ci_high": 0.86, "auc_drop": 0.061, "temperature_refit": True, "temperature": 1.9},
+         "auc_ci_high": 0.86, "auc_drop": 0.061, "temperature_refit": True, "temperature": 1.9,
+         "ece_model": 0.071, "ece_refit": 0.052},
     ]
     return ReportContext(
         title="mammokit evaluation: synthetic run",
@@ -234,6 +235,9 @@ def test_report_numbers_match_metrics(report_html: tuple[ReportContext, Path, st
         assert f"<td>{row['group']}</td><td class=\"num\">{row['n']:,} ({row['n_pos']:,})</td>" \
                f"<td class=\"num\">{row['auc']:.3f}</td>" in html
     assert "<td class=\"num\">-0.061</td>" in html  # AUC drop shown as a signed change
+    # per site: ECE with the model's calibration, and after a temperature refitted on that site
+    assert "<td class=\"num\">0.071</td><td class=\"num\">0.052 (T = 1.90)</td>" in html
+    assert f"<td class=\"num\">{c.ece_after['uniform']:.3f}</td><td class=\"num\">not refitted</td>" in html
 
 
 def test_report_without_optional_parts(tmp_path: Path) -> None:

@@ -159,7 +159,9 @@ class SiteRow:
         auc, auc_ci_low, auc_ci_high: exam-level AUC with its bootstrap CI (NaN when undefined).
         auc_drop: internal-test AUC minus this site's AUC (positive = worse here); None for the internal set.
         temperature_refit: whether T was refitted on this site's data.
-        temperature: the T used at this site (None if unknown).
+        temperature: the T refitted at this site (None if none was).
+        ece_model: exam-level ECE with the model's own calibration (None if unknown).
+        ece_refit: exam-level ECE after the temperature refitted at this site (None if none was).
     """
 
     site: str
@@ -171,6 +173,8 @@ class SiteRow:
     auc_drop: float | None = None
     temperature_refit: bool = False
     temperature: float | None = None
+    ece_model: float | None = None
+    ece_refit: float | None = None
 
 
 @dataclass
@@ -377,9 +381,11 @@ def _site_rows(sites: Sequence[SiteRow | Mapping[str, Any]]) -> list[list[str]]:
                 raise ValueError(f"sites[{i}]: {err}; expected the fields of SiteRow") from err
         vendors = s.vendors if isinstance(s.vendors, str) else ", ".join(map(str, s.vendors))
         drop = "internal" if s.auc_drop is None else f"{-s.auc_drop:+.3f}"
-        temp = "–" if s.temperature is None else f"{s.temperature:.2f}"
+        refit = "not refitted"
+        if s.temperature_refit and s.temperature is not None:
+            refit = f"{fmt_num(s.ece_refit)} (T = {s.temperature:.2f})"
         rows.append([s.site, vendors, fmt_num(int(s.n_exams)), fmt_ci(s.auc, s.auc_ci_low, s.auc_ci_high), drop,
-                     f"{temp} ({'refitted' if s.temperature_refit else 'internal T'})"])
+                     fmt_num(s.ece_model), refit])
     return rows
 
 

@@ -134,6 +134,7 @@ def _site(row: dict[str, Any]) -> dict[str, Any]:
     keys = ("site", "vendors", "n_exams", "auc", "auc_ci_low", "auc_ci_high", "auc_drop", "temperature_refit",
             "temperature")
     out = {k: row.get(k) for k in keys}
+    out["ece_model"], out["ece_refit"] = row.get("ece_model_calibration"), row.get("ece_refit")
     out["auc_ci_low"] = out["auc_ci_low"] if out["auc_ci_low"] is not None else float("nan")
     out["auc_ci_high"] = out["auc_ci_high"] if out["auc_ci_high"] is not None else float("nan")
     return out
