@@ -168,6 +168,9 @@ def evaluate(
     tta: Annotated[int, typer.Option(help="Test-time-augmentation passes (0 = off).")] = 4,
     gallery: Annotated[int, typer.Option(help="Cases per gallery category (TP, FP, FN).")] = 3,
     seed: Annotated[int, typer.Option(help="Seed for the bootstrap and MC-dropout.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Exams (or views) per forward pass.")] = 4,
+    workers: Annotated[int, typer.Option(help="Loader processes reading the store (0 = in this process); "
+                                              "results do not depend on it.")] = 0,
     device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
                                              "cuda, cuda:1 ...")] = "auto",
 ) -> None:
@@ -176,7 +179,7 @@ def evaluate(
 
     out = out or (model / "eval" if (model / "model").is_dir() else model.parent / "eval")
     metrics = run_evaluate(model, list(data), out=out, split=split, n_boot=n_boot, mc_passes=mc, tta_passes=tta,
-                           gallery=gallery, seed=seed, device=device)
+                           gallery=gallery, seed=seed, device=device, batch_size=batch_size, num_workers=workers)
     ex, br = metrics["exam"], metrics["breast"]
     typer.echo(f"exam AUC {ex['roc_auc']:.3f} [{ex['auc_ci_low']:.3f}, {ex['auc_ci_high']:.3f}]   "
                f"breast AUC {br['roc_auc']:.3f} [{br['auc_ci_low']:.3f}, {br['auc_ci_high']:.3f}]")
@@ -190,6 +193,9 @@ def calibrate(
     split: Annotated[str, typer.Option(help="Held-out split to calibrate on.")] = "val",
     method: Annotated[str, typer.Option(help="auto (the lower cross-validated NLL of temperature and beta), "
                                              "temperature or beta.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Exams (or views) per forward pass.")] = 4,
+    workers: Annotated[int, typer.Option(help="Loader processes reading the store (0 = in this process); "
+                                              "results do not depend on it.")] = 0,
     device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
                                              "cuda, cuda:1 ...")] = "auto",
 ) -> None:
@@ -197,7 +203,9 @@ def calibrate(
     cross-validates better) and store it in the released model."""
     from mammokit.evaluation.evaluate import calibrate as run_calibrate
 
-    for level, fitted in run_calibrate(model, data, split=split, method=method, device=device).items():
+    fitted_levels = run_calibrate(model, data, split=split, method=method, device=device, batch_size=batch_size,
+                                  num_workers=workers)
+    for level, fitted in fitted_levels.items():
         cv = ", ".join(f"{k} {v:.4f}" for k, v in fitted.cv_nll.items())
         typer.echo(f"{level}: {fitted.chosen.describe()}" + (f"  (cross-validated NLL: {cv})" if cv else ""))
     typer.echo("stored in the released model")

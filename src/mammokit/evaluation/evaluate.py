@@ -262,7 +262,8 @@ class StoreEvaluation:
 
 def evaluate_store(model: Any, config: dict[str, Any], store: str | Path, *, split: str | None,
                    calibration: dict[str, LevelCalibration], n_boot: int, mc_passes: int, tta_passes: int,
-                   batch_size: int, seed: int, model_dir: Path | None = None) -> StoreEvaluation:
+                   batch_size: int, seed: int, model_dir: Path | None = None,
+                   num_workers: int = 0) -> StoreEvaluation:
     """Inference and metrics on one store. With `model_dir`, a store without splits of its own takes the training
     run's, and exams the run trained or validated on are counted (`training_overlap_exams`) and warned about."""
     store = Path(store)
@@ -275,7 +276,8 @@ def evaluate_store(model: Any, config: dict[str, Any], store: str | Path, *, spl
         log.warning("%s: %d of the evaluated exams were used to train or validate this model; "
                     "their metrics are optimistic", store, overlap)
     dataset = dataset_for(config, table, store)
-    res = run_inference(model, dataset, batch_size=batch_size, mc_passes=mc_passes, tta_passes=tta_passes, seed=seed)
+    res = run_inference(model, dataset, batch_size=batch_size, mc_passes=mc_passes, tta_passes=tta_passes, seed=seed,
+                        num_workers=num_workers)
     levels = build_levels(res, table)
     metrics: dict[str, Any] = {"store": str(store), "split": used_split, "training_overlap_exams": overlap}
     for name in ("exam", "breast"):
@@ -334,9 +336,10 @@ def site_rows(evals: list[StoreEvaluation]) -> list[dict[str, Any]]:
 
 def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Path, split: str | None = "test",
              n_boot: int = 2000, mc_passes: int = 10, tta_passes: int = 4, batch_size: int = 4, seed: int = 0,
-             gallery: int = 3, report: bool = True, device: str = "auto") -> dict[str, Any]:
+             gallery: int = 3, report: bool = True, device: str = "auto", num_workers: int = 0) -> dict[str, Any]:
     """Evaluate a released model on one or more stores; writes predictions, metrics.json, heatmaps and report.
-    `device` "auto" runs the model on the GPU when there is one."""
+    `device` "auto" runs the model on the GPU when there is one; `num_workers` loader processes read the store
+    (results do not depend on them)."""
     if not stores:
         raise ValueError("evaluate needs at least one store (--data)")
     out = Path(out)
@@ -348,7 +351,7 @@ def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Pat
     temperature = float(calibration["exam"].temperature.params["T"])
     evals = [evaluate_store(model, config, s, split=split if i == 0 else "all", calibration=calibration,
                             n_boot=n_boot, mc_passes=mc_passes, tta_passes=tta_passes, batch_size=batch_size,
-                            seed=seed, model_dir=model_dir) for i, s in enumerate(stores)]
+                            seed=seed, model_dir=model_dir, num_workers=num_workers) for i, s in enumerate(stores)]
     preds = pd.concat([predictions_table(ev) for ev in evals], ignore_index=True)
     atomic_write(out / "predictions.parquet", lambda tmp: preds.to_parquet(tmp, index=False))
     main = evals[0]
@@ -369,7 +372,8 @@ def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Pat
 
 
 def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", method: str = "auto",
-              batch_size: int = 4, seed: int = 0, device: str = "auto") -> dict[str, LevelCalibration]:
+              batch_size: int = 4, seed: int = 0, device: str = "auto",
+              num_workers: int = 0) -> dict[str, LevelCalibration]:
     """Fit, per level (exam, breast), a temperature (L-BFGS on NLL) and, for `method` "auto" or "beta", beta
     calibration on a held-out split; "auto" keeps the one with the lower patient-grouped cross-validated NLL. The
     result is stored in the released model's config.json and returned."""
@@ -381,7 +385,7 @@ def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", 
         raise ValueError(f"{store}: no splits recorded (in the store or the run's splits.csv): no {split!r} split "
                          "to calibrate on")
     table, _ = select_split(table, split, store)
-    res = run_inference(model, dataset_for(config, table, store), batch_size=batch_size)
+    res = run_inference(model, dataset_for(config, table, store), batch_size=batch_size, num_workers=num_workers)
     levels = build_levels(res, table)
     fitted = {}
     for level in ("exam", "breast"):
