@@ -52,14 +52,18 @@ def resolve_model_dir(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: neither a released model (config.json) nor a run folder with model/")
 
 
-def with_run_splits(table: pd.DataFrame, model_dir: Path) -> pd.DataFrame:
-    """Attach the training run's patient-level splits (runs/NAME/splits.csv) when the store has none of its own and
-    shares exams with the run; a store the run never saw (a held-out test set, another site) is returned as is."""
+def run_splits(model_dir: Path) -> pd.DataFrame | None:
+    """The training run's patient-level splits (runs/NAME/splits.csv beside model/): exam_id, split; None when the
+    model was released without its run."""
     splits_csv = model_dir.parent / "splits.csv"
-    if "split" in table.columns or not splits_csv.is_file():
-        return table
-    splits = pd.read_csv(splits_csv, dtype=str)[["exam_id", "split"]]
-    if not table["exam_id"].astype(str).isin(splits["exam_id"]).any():
+    return pd.read_csv(splits_csv, dtype=str)[["exam_id", "split"]] if splits_csv.is_file() else None
+
+
+def with_run_splits(table: pd.DataFrame, model_dir: Path) -> pd.DataFrame:
+    """Attach the training run's splits when the store has none of its own and shares exams with the run; a store
+    the run never saw (a held-out test set, another site) is returned as is."""
+    splits = None if "split" in table.columns else run_splits(model_dir)
+    if splits is None or not table["exam_id"].astype(str).isin(splits["exam_id"]).any():
         return table
     return table.merge(splits, on="exam_id", how="left")
 
@@ -80,10 +84,9 @@ def select_split(table: pd.DataFrame, split: str | None, source: str | Path = "s
 
 def training_overlap(table: pd.DataFrame, model_dir: Path) -> int:
     """Number of exams in `table` that the run trained or validated on (0 when the run's splits are unknown)."""
-    splits_csv = model_dir.parent / "splits.csv"
-    if not splits_csv.is_file():
+    splits = run_splits(model_dir)
+    if splits is None:
         return 0
-    splits = pd.read_csv(splits_csv, dtype=str)
     seen = splits.loc[splits["split"].isin(["train", "val"]), "exam_id"]
     return int(table.drop_duplicates("exam_id")["exam_id"].astype(str).isin(seen).sum())
 

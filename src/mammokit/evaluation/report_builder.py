@@ -99,13 +99,7 @@ def build_report(out: Path, model: Any, config: dict[str, Any], evals: list[Any]
     main = evals[0]
     levels = {name: _level_result(getattr(main.levels, name), main.metrics[name]) for name in ("exam", "breast")}
     ex = levels["exam"]
-    exam_calibration = metrics["calibration"]["exam"]
-    chosen = exam_calibration["chosen"]
-    lab = main.levels.exam[main.levels.exam["label"].notna()]
-    calibration = CalibrationInfo.from_arrays(
-        ex.y, ex.p_raw, ex.p, metrics["temperature"], level="exam", fitted_on=str(exam_calibration["source"]),
-        n_bins=ece_bins(len(ex.y)), p_temperature=lab["prob_temperature"].to_numpy(),
-        method="" if chosen["method"] == "temperature" else main.metrics["exam"]["calibration"]["method"])
+    calibration = _calibration_info(main, metrics["calibration"]["exam"], n_bins=ece_bins(len(ex.y)))
     froc_curve = None
     if main.metrics.get("froc"):
         from mammokit.evaluation.evaluate import froc_block
@@ -128,6 +122,29 @@ def build_report(out: Path, model: Any, config: dict[str, Any], evals: list[Any]
         gallery=gallery_items(model, main, gallery, out) if gallery else (), seed=seed,
     )
     return write_report(out / "report.html", ctx)
+
+
+def _calibration_info(main: Any, stored: dict[str, Any], *, n_bins: int) -> CalibrationInfo:
+    """The exam level's calibration summary, read from the numbers `evaluate` already put in metrics.json (ECEs,
+    floors, Brier), plus the temperature-only probabilities for their reliability diagram."""
+    block = main.metrics["exam"]["calibration"]
+    lab = main.levels.exam[main.levels.exam["label"].notna()]
+    method = "" if stored["chosen"]["method"] == "temperature" else block["method"]
+
+    def numbers(tag: str) -> dict[str, Any]:
+        return {"ece": {s: block[f"ece_{s}_{tag}"] for s in ("uniform", "quantile")},
+                "floor": block[f"ece_uniform_floor_{tag}"], "brier": block[f"brier_{tag}"]}
+
+    before, after, alone = numbers("before"), numbers("after"), numbers("temperature")
+    extra: dict[str, Any] = {}
+    if method:
+        extra = {"method": method, "p_temperature": lab["prob_temperature"].to_numpy(),
+                 "ece_temperature": alone["ece"], "ece_floor_temperature": alone["floor"],
+                 "brier_temperature": alone["brier"]}
+    return CalibrationInfo(level="exam", temperature=block["temperature"], fitted_on=str(stored["source"]),
+                           n_bins=n_bins, ece_before=before["ece"], ece_after=after["ece"],
+                           brier_before=before["brier"], brier_after=after["brier"],
+                           ece_floor_before=before["floor"], ece_floor_after=after["floor"], **extra)
 
 
 def _site(row: dict[str, Any]) -> dict[str, Any]:

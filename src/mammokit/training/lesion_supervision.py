@@ -40,16 +40,15 @@ def box_saliency_loss(saliency: torch.Tensor, boxes: list[list[np.ndarray]], inp
     Positive and negative cells are weighted equally in total (lesions cover a few cells of each map), and absent
     views are left out.
     """
-    sal = saliency if saliency.ndim == 4 else saliency[:, None]
+    # float32 throughout: CUDA autocast refuses binary_cross_entropy on (half-precision) probabilities
+    sal = (saliency if saliency.ndim == 4 else saliency[:, None]).float()
     target = box_targets(boxes, input_hw, tuple(sal.shape[-2:])).to(sal)
     mask = torch.ones(sal.shape[:2], dtype=torch.bool, device=sal.device) if view_mask is None else view_mask.bool()
     present = mask[..., None, None].expand_as(sal).to(sal)
     pos = target * present
     neg = (1 - target) * present
-    # CUDA autocast refuses binary_cross_entropy on probabilities (unsafe in half precision): compute it in float32
     with torch.autocast(device_type=sal.device.type, enabled=False):
-        bce = F.binary_cross_entropy(sal.float().clamp(1e-6, 1 - 1e-6), target.float(), reduction="none")
-    pos, neg = pos.float(), neg.float()
+        bce = F.binary_cross_entropy(sal.clamp(1e-6, 1 - 1e-6), target, reduction="none")
     pos_term = (bce * pos).sum() / pos.sum().clamp_min(1.0)
     neg_term = (bce * neg).sum() / neg.sum().clamp_min(1.0)
     return 0.5 * (pos_term + neg_term) if pos.sum() > 0 else neg_term
