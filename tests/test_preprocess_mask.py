@@ -88,3 +88,79 @@ def test_bad_inputs_raise() -> None:
         breast_mask(np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="padding_mask"):
         breast_mask(np.zeros((10, 10), np.float32), padding_mask=np.zeros((5, 5), bool))
+
+
+def _tissue_kept(mask: np.ndarray, truth: np.ndarray) -> float:
+    return float((mask & truth).sum() / truth.sum())
+
+
+def test_fatty_tissue_next_to_air_is_not_split_off() -> None:
+    """Issue 11's reproduction: air a minority, fatty ramp, dense majority; Otsu alone cuts at the fat/dense edge."""
+    img = np.zeros((2000, 1000), np.float32)
+    img[:, 170:520] = np.linspace(100, 1000, 350)
+    img[:, 520:] = 1600 + np.random.default_rng(0).normal(0, 250, (2000, 480))
+    bm = breast_mask(img)
+    assert bm.box is not None and abs(bm.box[0] - 170) <= bm.factor
+    assert bm.threshold < 100
+
+
+def _ellipse_breast(shape: tuple[int, int], rng: np.random.Generator, air: float, fat: float) -> tuple:
+    yy, xx = np.indices(shape)
+    rows, cols = shape
+    breast = ((xx / (0.7 * cols)) ** 2 + ((yy - rows / 2) / (0.42 * rows)) ** 2) < 1
+    img = np.full(shape, air, np.float32)
+    img[breast] = fat + 800.0 * (1 - xx[breast] / (0.7 * cols)) + rng.normal(0, 20, breast.sum())
+    return img, breast
+
+
+def test_collimated_zeros_without_padding_tag_are_not_taken_for_air() -> None:
+    rng = np.random.default_rng(1)
+    img, breast = _ellipse_breast((1200, 900), rng, air=300.0, fat=420.0)
+    img += rng.normal(0, 10, img.shape).astype(np.float32) * ~breast
+    img[:100], img[-100:], img[:, -80:] = 0.0, 0.0, 0.0  # collimator shadow, no PixelPaddingValue
+    breast[:100], breast[-100:], breast[:, -80:] = False, False, False
+    bm = breast_mask(img)
+    full = mask_to_original(bm)
+    assert _tissue_kept(full, breast) >= 0.995
+    assert (full & ~breast).sum() / breast.sum() < 0.03  # the air inside the field stays out
+
+
+def test_padding_over_all_the_air_leaves_the_whole_breast() -> None:
+    """RSNA-style processed image: PixelPaddingValue written over the air, so no air is left to find."""
+    rng = np.random.default_rng(2)
+    img, breast = _ellipse_breast((1000, 800), rng, air=0.0, fat=80.0)
+    img[breast] += rng.uniform(0, 1500, breast.sum()).astype(np.float32) * (rng.random(breast.sum()) < 0.5)
+    bm = breast_mask(img, padding_mask=~breast)
+    assert _tissue_kept(mask_to_original(bm), breast) >= 0.995
+
+
+def test_film_edge_band_and_label_stay_out_of_the_crop() -> None:
+    rng = np.random.default_rng(3)
+    img, breast = _ellipse_breast((1400, 1000), rng, air=40.0, fat=600.0)
+    img += rng.normal(0, 8, img.shape).astype(np.float32) * ~breast
+    img[:30] = 3000.0  # unexposed film edge along the top and the nipple side
+    img[:, -40:] = 3000.0
+    breast[:30], breast[:, -40:] = False, False
+    label = np.zeros_like(breast)
+    label[200:300, 800:900] = True  # a lead marker in the air, 30 px from the breast's tip
+    img[label] = 4000.0
+    bm = breast_mask(img)
+    assert {"top", "right"} <= set(bm.edge_bands)
+    full = mask_to_original(bm)
+    assert _tissue_kept(full, breast) >= 0.995
+    _, y0, x1, _ = crop_box(bm, (0.1, 0.1), margin_mm=2.0)
+    assert x1 <= 800  # the label and the nipple-side film edge are outside the crop
+    assert 30 <= y0 <= np.flatnonzero(breast.any(1))[0]  # so is the top film edge; the breast is inside
+    assert any(bx0 >= 790 and by0 >= 190 for bx0, by0, _, _ in bm.markers)
+
+
+def test_a_small_dark_object_does_not_move_the_air_level() -> None:
+    """A clip or a hole in the film darker than the air (the DICOM WG-04 film has one)."""
+    rng = np.random.default_rng(4)
+    img, breast = _ellipse_breast((1000, 800), rng, air=500.0, fat=800.0)
+    img += rng.normal(0, 15, img.shape).astype(np.float32) * ~breast
+    img[400:500, 700:740] = 0.0
+    bm = breast_mask(img)
+    assert 450 < bm.air_level < 550
+    full = mask_to_original(bm)
+    assert _tissue_kept(full, breast) >= 0.995 and (full & ~breast).sum() / breast.sum() < 0.03

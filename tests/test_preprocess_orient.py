@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mammokit.preprocess.orient import decide_orientation, flip_from_content, flip_from_metadata
+from mammokit.preprocess.orient import content_evidence, decide_orientation, flip_from_content, flip_from_metadata
 
 
 def half_ellipse(chest_wall_left: bool, shape: tuple[int, int] = (200, 160)) -> np.ndarray:
@@ -70,3 +70,29 @@ def test_nothing_usable_is_not_flipped() -> None:
 def test_bad_policy_raises() -> None:
     with pytest.raises(ValueError, match="prefer"):
         decide_orientation(half_ellipse(True), prefer="votes")
+
+
+def test_weak_content_without_metadata_is_flagged_ambiguous() -> None:
+    mask = np.zeros((200, 160), bool)
+    mask[40:160, 20:140] = True  # a rectangle: no side is the chest wall
+    o = decide_orientation(mask)
+    assert o.ambiguous and o.confidence < 0.3 and "ambiguous" in o.reason
+
+
+def test_confident_decisions_are_not_ambiguous_and_carry_a_confidence() -> None:
+    o = decide_orientation(half_ellipse(False))
+    assert not o.ambiguous and o.confidence > 0.5
+    o = decide_orientation(half_ellipse(True), laterality="R", patient_orientation=("P", "FL"))
+    assert o.disagreement and o.ambiguous
+
+
+def test_content_votes_must_agree() -> None:
+    """A tall strip on the left border, a slightly taller block on the right: the votes split, the content abstains."""
+    mask = np.zeros((200, 160), bool)
+    mask[50:150, 0:10] = True
+    mask[80:120, 10:140] = True
+    mask[60:145, 140:160] = True
+    votes = content_evidence(mask)
+    assert min(votes.values()) < 0 < max(votes.values())
+    assert flip_from_content(mask)[1] == 0.0
+    assert decide_orientation(mask).ambiguous

