@@ -68,8 +68,9 @@ def info(
     decode: Annotated[bool, typer.Option(help="Decode pixels too (slower, catches broken pixel data).")] = True,
     limit: Annotated[int, typer.Option(help="Show at most this many files (0 = all).")] = 0,
 ) -> None:
-    """Show what mammokit's DICOM reader sees in each file, so you can check an archive before preprocessing."""
-    from mammokit.inspect import describe_files, format_table, iter_dicom_files
+    """Show what mammokit's DICOM reader sees in each file (scanned film flagged), so you can check an archive before
+    preprocessing."""
+    from mammokit.inspect import describe_files, format_table, iter_dicom_files, summary
 
     files = list(iter_dicom_files(path))
     if limit:
@@ -78,8 +79,7 @@ def info(
         raise typer.BadParameter(f"{path}: no files found")
     rows = describe_files(files, decode=decode, root=path if path.is_dir() else path.parent)
     typer.echo(format_table(rows))
-    bad = sum(1 for r in rows if r["status"] != "ok")
-    typer.echo(f"\n{len(rows)} files, {len(rows) - bad} readable, {bad} refused")
+    typer.echo(f"\n{summary(rows)}")
 
 
 @app.command()
@@ -133,6 +133,21 @@ def show(
     from mammokit.preprocess.show import write_show
 
     typer.echo(str(write_show(store, image_id, out, height)))
+
+
+@app.command()
+def qc(
+    store: Annotated[Path, typer.Argument(help="A preprocessed store.")],
+    out: Annotated[Path, typer.Option(help="HTML page to write (one self-contained file).")] = Path("qc.html"),
+    top: Annotated[int, typer.Option(help="Show this many of the most suspicious images.")] = 50,
+    height: Annotated[int, typer.Option(help="Thumbnail height in pixels.")] = 320,
+) -> None:
+    """Rank a store's images by how likely preprocessing went wrong and write a page to look at the worst."""
+    from mammokit.preprocess.qc import write_qc_page
+
+    page = write_qc_page(store, out, top=top, thumb_height=height)
+    typer.echo(str(page.path))
+    typer.echo(page.summary())
 
 
 @app.command()
@@ -222,15 +237,28 @@ def predict(
     keep_store: Annotated[bool, typer.Option(help="Keep the temporary preprocessed store under OUT.")] = False,
     device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
                                              "cuda, cuda:1 ...")] = "auto",
+    one_study: Annotated[bool | None, typer.Option(
+        "--one-study/--by-header", help="--one-study: every file under STUDY_DIR is one exam, whatever the headers "
+        "say. --by-header: the headers decide. Default: the headers decide, but files that the headers split into "
+        "one-image studies filling distinct L/R CC/MLO views are refused with a message asking for one of the two.",
+        show_default=False)] = None,
 ) -> None:
-    """Predict studies: calibrated exam/breast/view probabilities, heatmaps on the DICOM grid, prediction.json."""
+    """Predict studies: calibrated exam/breast/view probabilities, heatmaps on the DICOM grid, prediction.json.
+
+    A study is what the DICOM headers say (StudyInstanceUID). Some archives give every image its own study and
+    patient ids (CBIS-DDSM does): a folder of such images, one per view, is refused unless --one-study (one exam) or
+    --by-header (one study per image) says how to group them. Scanned film without a spacing tag is read at 0.05 mm,
+    with a warning.
+    """
     from mammokit.predict import predict_studies
 
     for p in predict_studies(model, study_dir, out=out, heatmap=heatmap, workers=workers, keep_store=keep_store,
-                             device=device):
-        exam = p.prediction["exam"]
+                             device=device, one_study=one_study):
+        exam, breasts = p.prediction["exam"], p.prediction["breasts"]
         score = f"exam p={exam['prob']:.3f} (raw {exam['prob_raw']:.3f})" if exam else "no prediction"
-        typer.echo(f"{p.exam_id}: {score}, {len(p.prediction['warnings'])} warnings → {p.folder / 'prediction.json'}")
+        sides = "".join(f", {s} p={b['prob']:.3f}" for s, b in breasts.items() if b)
+        typer.echo(f"{p.exam_id}: {score}{sides}, {len(p.prediction['warnings'])} warnings → "
+                   f"{p.folder / 'prediction.json'}")
     typer.echo(INTENDED_USE)
 
 

@@ -52,12 +52,14 @@ from mammokit.dicom_decode import (
 __all__ = [
     "DECODERS",
     "DEFAULT_ID_SALT",
+    "FILM_SPACING_MM",
     "SPACING_RANGE_MM",
     "VIEW_CODES",
     "DecoderSpec",
     "DicomReadError",
     "MammoImage",
     "decoder_for",
+    "film_signs",
     "read_dicom",
     "transfer_syntax_name",
 ]
@@ -107,6 +109,23 @@ ACCEPTED_MODALITY = "MG"
 PROJECTION_MODALITIES = frozenset({"DX", "CR", "RG", "DR", "OT", "SC"})  # read, with a warning
 TOMOSYNTHESIS_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.13.1.3"})
 
+# Scanned (digitized) film. The reader never invents a spacing; callers that need one for a film without spacing
+# tags may use this: CBIS-DDSM's digitizers scanned at 42-50 um, DDSM's at 43.5 or 50 um.
+FILM_SPACING_MM = 0.05
+SECONDARY_CAPTURE_ROOT = "1.2.840.10008.5.1.4.1.1.7"  # SC Image Storage; .1-.4 are its multi-frame siblings
+SECONDARY_CAPTURE_SIGN = "Secondary Capture SOP class"
+FILM_DIGITIZERS = ("LUMISYS", "HOWTEK", "DBA SYSTEMS", "VIDAR", "ARRAY CORP", "KODAK LS", "MICROTEK")
+DEVICE_TAGS = ("Manufacturer", "ManufacturerModelName", "SecondaryCaptureDeviceManufacturer",
+               "SecondaryCaptureDeviceManufacturerModelName")
+SPACING_TAGS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
+# What an X-ray detector writes about the exposure and itself; a film digitizer knows none of it.
+ACQUISITION_TAGS = ("KVP", "ExposureTime", "Exposure", "ExposureInuAs", "XRayTubeCurrent", "DetectorType",
+                    "DetectorID", "ImagerPixelSpacing", "BodyPartThickness", "CompressionForce", "AnodeTargetMaterial",
+                    "FilterMaterial", "DistanceSourceToDetector", "RelativeXRayExposure", "OrganDose",
+                    "EntranceDoseInmGy")
+FILM_ARCHIVE_TAGS = ("StudyID", "StudyDescription", "SeriesDescription", "InstitutionalDepartmentName")
+FILM_ARCHIVES = ("DDSM", "DIGITAL DATABASE FOR SCREENING MAMMOGRAPHY")  # all-film archives (DDSM, CBIS-DDSM)
+
 
 class DicomReadError(Exception):
     """A file that cannot be read as a single-frame grayscale mammogram.
@@ -135,7 +154,7 @@ class MammoImage:
     rows: int
     columns: int
     spacing_mm: tuple[float, float] | None  # (row, col) spacing in mm; None when absent or untrusted
-    spacing_source: str | None  # "PixelSpacing", "ImagerPixelSpacing", "ImagerPixelSpacing/ERMF", or None
+    spacing_source: str | None  # PixelSpacing, ImagerPixelSpacing(/ERMF), NominalScannedPixelSpacing, or None
     spacing_raw_mm: tuple[float, float] | None  # what the tag said, even when untrusted
     spacing_trusted: bool
     laterality: str | None  # "L" or "R"
@@ -177,6 +196,8 @@ class MammoImage:
     sop_class_uid: str | None = None
     patient_id: str | None = None  # raw PatientID, only with read_dicom(..., keep_ids=True)
     accession_number: str | None = None  # raw AccessionNumber, only with keep_ids=True
+    film: bool = False  # scanned (digitized) film, decided from the header by `film_signs`
+    film_evidence: tuple[str, ...] = ()  # the film signs found, also when too weak to decide film
 
     def __repr__(self) -> str:
         """Summary without pixel values or raw identifiers (safe to log)."""
@@ -186,8 +207,8 @@ class MammoImage:
             f"laterality={self.laterality!r}, view={self.view!r}, spacing_mm={self.spacing_mm}, "
             f"photometric={self.photometric!r}, inverted={self.inverted}, modality={self.modality!r}, "
             f"manufacturer={self.manufacturer!r}, transfer_syntax={transfer_syntax_name(self.transfer_syntax)!r}, "
-            f"decoder={self.decoder!r}, patient_hash={self.patient_hash!r}, study_hash={self.study_hash!r}, "
-            f"warnings={len(self.warnings)})"
+            f"decoder={self.decoder!r}, film={self.film}, patient_hash={self.patient_hash!r}, "
+            f"study_hash={self.study_hash!r}, warnings={len(self.warnings)})"
         )
 
 
@@ -274,13 +295,16 @@ def _view(ds: Any, warnings: list[str]) -> tuple[str | None, str | None, tuple[s
 
 
 def _spacing(ds: Any, warnings: list[str]) -> tuple[tuple[float, float] | None, str | None, tuple | None, bool]:
-    """(spacing_mm, source, raw, trusted): PixelSpacing, else ImagerPixelSpacing / ERMF, sanity-checked."""
+    """(spacing_mm, source, raw, trusted): PixelSpacing, else ImagerPixelSpacing / ERMF, else a scanner's
+    NominalScannedPixelSpacing (Secondary Capture of a film or document), sanity-checked."""
     raw, source = _floats(ds, "PixelSpacing"), "PixelSpacing"
     if raw is None:
         raw, source = _floats(ds, "ImagerPixelSpacing"), "ImagerPixelSpacing"
         ermf = _floats(ds, "EstimatedRadiographicMagnificationFactor")
         if raw is not None and ermf and ermf[0] > 0:
             raw, source = tuple(v / ermf[0] for v in raw), "ImagerPixelSpacing/ERMF"
+    if raw is None:
+        raw, source = _floats(ds, "NominalScannedPixelSpacing"), "NominalScannedPixelSpacing"
     if raw is None:
         return None, None, None, False
     if len(raw) == 1:
@@ -292,6 +316,54 @@ def _spacing(ds: Any, warnings: list[str]) -> tuple[tuple[float, float] | None, 
         warnings.append(f"{source}={pair} mm is outside {lo}-{hi} mm; spacing untrusted")
         return None, source, pair, False
     return pair, source, pair, True
+
+
+def film_signs(ds: Any) -> tuple[bool, tuple[str, ...]]:
+    """Is this image a scanned (digitized) film? Decided from the header alone; returns (film, signs found).
+
+    Strong signs, each enough: ConversionType DF (digitized film), DetectorType FILM (scanned film/screen), a film
+    digitizer named as the device. Weak signs: a Secondary Capture SOP class, no spacing tag, no X-ray acquisition
+    or detector tag, a scanner's NominalScannedPixelSpacing, an all-film archive (DDSM) named in the header. Weak
+    signs decide only together: a Secondary Capture plus two more. A sparse header alone is not film: anonymised
+    FFDM exports (e.g. RSNA's) often lose spacing, SOP class and every acquisition tag.
+    """
+    strong, weak = _strong_film_signs(ds), _weak_film_signs(ds)
+    secondary = SECONDARY_CAPTURE_SIGN in weak
+    return bool(strong) or (secondary and len(weak) >= 3), tuple(strong + weak)
+
+
+def _strong_film_signs(ds: Any) -> list[str]:
+    """Signs that alone say digitized film."""
+    signs = []
+    if (_text(ds, "ConversionType") or "").upper() == "DF":
+        signs.append("ConversionType DF (digitized film)")
+    if (_text(ds, "DetectorType") or "").upper() == "FILM":
+        signs.append("DetectorType FILM (scanned film/screen)")
+    for keyword in DEVICE_TAGS:
+        name = (_text(ds, keyword) or "").upper()
+        if any(d in name for d in FILM_DIGITIZERS):
+            signs.append(f"film digitizer {name} ({keyword})")
+            break
+    return signs
+
+
+def _weak_film_signs(ds: Any) -> list[str]:
+    """Signs of a film that decide nothing alone."""
+    meta = getattr(ds, "file_meta", None)
+    sop = _text(ds, "SOPClassUID") or (_text(meta, "MediaStorageSOPClassUID") if meta is not None else None) or ""
+    signs = []
+    if sop == SECONDARY_CAPTURE_ROOT or sop.startswith(SECONDARY_CAPTURE_ROOT + "."):
+        signs.append(SECONDARY_CAPTURE_SIGN)
+    if "NominalScannedPixelSpacing" in ds:
+        signs.append("NominalScannedPixelSpacing (a scanner's pitch)")
+    elif not any(k in ds for k in SPACING_TAGS):
+        signs.append("no pixel spacing tag")
+    if not any(k in ds for k in ACQUISITION_TAGS):
+        signs.append("no X-ray acquisition or detector tag")
+    texts = " ".join((_text(ds, k) or "").upper() for k in FILM_ARCHIVE_TAGS)
+    if any(a in texts for a in FILM_ARCHIVES):
+        signs.append("an all-film archive (DDSM) named in the header")
+    return signs
 
 
 def _modality_check(ds: Any, path: str, warnings: list[str]) -> None:
@@ -494,6 +566,7 @@ def read_dicom(
     laterality, laterality_source = _laterality(ds, warnings)
     view, view_source, modifiers = _view(ds, warnings)
     spacing, spacing_source, spacing_raw, trusted = _spacing(ds, warnings)
+    film, film_evidence = film_signs(ds)
     shape = (_text(ds, "PresentationLUTShape") or "").upper() or None
     inverted = info.photometric == "MONOCHROME1" or shape == "INVERSE"
     if info.photometric == "MONOCHROME2" and shape == "INVERSE":
@@ -560,6 +633,8 @@ def read_dicom(
         "sop_class_uid": _text(ds, "SOPClassUID"),
         "patient_id": patient_id if keep_ids else None,
         "accession_number": accession if keep_ids else None,
+        "film": film,
+        "film_evidence": film_evidence,
     }
     if pixels:
         try:

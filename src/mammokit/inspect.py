@@ -7,8 +7,9 @@ from pathlib import Path
 
 from mammokit.dicom import DicomReadError, read_dicom, transfer_syntax_name
 
-COLUMNS = ("file", "vendor", "size", "bits", "photometric", "spacing_mm", "spacing_source", "laterality", "view",
-           "intent", "syntax", "status")
+COLUMNS = ("file", "vendor", "size", "bits", "photometric", "spacing_mm", "spacing_source", "film", "laterality",
+           "view", "intent", "syntax", "status")
+REFUSED = "refused: "  # how a refusal's status starts; a readable file's is "ok" or "ok (its warnings)"
 
 
 def iter_dicom_files(path: str | Path) -> Iterator[Path]:
@@ -23,14 +24,17 @@ def iter_dicom_files(path: str | Path) -> Iterator[Path]:
 
 
 def describe_file(path: Path, *, decode: bool = True, root: Path | None = None) -> dict[str, str]:
-    """One table row for one file; a refusal becomes a row with the reason as its status."""
+    """One table row for one file; a refusal becomes a row with the reason as its status.
+
+    `film` is "yes" for a scanned film (see `mammokit.dicom.film_signs`), else "no".
+    """
     name = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
     row = dict.fromkeys(COLUMNS, "")
     row["file"] = name
     try:
         img = read_dicom(path, pixels=decode)
     except DicomReadError as err:
-        row["status"] = f"refused: {err.reason}"
+        row["status"] = f"{REFUSED}{err.reason}"
         return row
     spacing = img.spacing_mm or img.spacing_raw_mm
     row.update(
@@ -39,7 +43,9 @@ def describe_file(path: Path, *, decode: bool = True, root: Path | None = None) 
         bits=str(img.bits_stored) if img.bits_stored is not None else "?",
         photometric=img.photometric or "?",
         spacing_mm=f"{spacing[0]:.4g}x{spacing[1]:.4g}" if spacing else "-",
-        spacing_source=(img.spacing_source or "-") + ("" if img.spacing_trusted else " (untrusted)"),
+        spacing_source=(img.spacing_source or "-") + (" (untrusted)" if img.spacing_source and not img.spacing_trusted
+                                                      else ""),
+        film="yes" if img.film else "no",
         laterality=img.laterality or "-",
         view=img.view or "-",
         intent=img.presentation_intent or "-",
@@ -52,6 +58,14 @@ def describe_file(path: Path, *, decode: bool = True, root: Path | None = None) 
 def describe_files(paths: list[Path], *, decode: bool = True, root: Path | None = None) -> list[dict[str, str]]:
     """Rows for many files."""
     return [describe_file(p, decode=decode, root=root) for p in paths]
+
+
+def summary(rows: list[dict[str, str]]) -> str:
+    """One line counting what the rows' statuses say: files, readable (with or without warnings), refused, film."""
+    refused = sum(r["status"].startswith(REFUSED) for r in rows)
+    films = sum(r["film"] == "yes" for r in rows)
+    return f"{len(rows)} files, {len(rows) - refused} readable, {refused} refused" + (
+        f", {films} scanned film" if films else "")
 
 
 def format_table(rows: list[dict[str, str]]) -> str:

@@ -10,6 +10,10 @@ PNGs.
 Nothing identifying leaves: studies, patients and images are named by the reader's salted hashes, never by names,
 birth dates or UIDs. A file that cannot be used (broken DICOM, failed preprocessing) becomes a warning of its study
 and the rest still predicts.
+
+Which files form a study is decided by `group_studies`: the headers by default, all files with `one_study=True`.
+Inputs far from the model's training data (scanned film for a model trained on digital detectors, pixels coarser
+than the model's input) are warnings of their study.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from mammokit import INTENDED_USE
 from mammokit.config import config_hash
 from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate, fit_into, view_slot
 from mammokit.datasets.index import scan
-from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, hash_id, read_dicom
+from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, FILM_DIGITIZERS, MammoImage, hash_id, read_dicom
 from mammokit.evaluation.calibrators import Calibrator, LevelCalibration, calibration_from_config
 from mammokit.evaluation.evaluate import resolve_model_dir
 from mammokit.evaluation.explain import (
@@ -50,15 +54,23 @@ from mammokit.io import atomic_write, atomic_write_text
 from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.geometry import TransformRecord
 from mammokit.preprocess.pipeline import run_pipeline
+from mammokit.preprocess.stats import view_group
 from mammokit.training.module import model_inputs, resolve_device
 from mammokit.training.release import load_released
 
 log = logging.getLogger(__name__)
-__all__ = ["HEATMAPS", "StudyPrediction", "predict", "predict_studies", "preprocess_config_of"]
+__all__ = ["HEATMAPS", "StudyGroupingError", "StudyPrediction", "group_studies", "predict", "predict_studies",
+           "preprocess_config_of"]
 
 HEATMAPS = ("saliency", "gradcam")
 CARD_KEYS = ("run", "seed", "exams", "images", "sites", "vendors", "spacing_mm", "hardware", "precision")
 ID_SALT_NOTE = "ids are salted HMAC-SHA256 hashes (set MAMMOKIT_ID_SALT for your own key)"
+COARSE_FACTOR = 1.5  # source pixels this many times the model's input spacing (or more) are upsampled: a warning
+FILM_VENDORS = (*FILM_DIGITIZERS, "FILM DIGITIZER")  # a training vendor named so means the model has seen film
+
+
+class StudyGroupingError(ValueError):
+    """The files look like one exam whose headers disagree; the caller must say how to group them."""
 
 
 @dataclass
@@ -142,6 +154,73 @@ def _assign_warning(studies: dict[str, list[str]], folders: dict[str, set[str]],
     hits = [e for e, dirs in folders.items() if parent in dirs]
     for exam_id in hits or list(studies):
         studies[exam_id].append(text)
+
+
+def group_studies(index: pd.DataFrame, one_study: bool | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Decide which files form a study; returns the index with its final `exam_id` and the grouping warnings.
+
+    `one_study=True`: every file is one study (the user's "this folder is one exam"), with a warning when the headers
+    name several studies or patients. `one_study=False`: the headers decide (StudyInstanceUID, else PatientID +
+    accession, else the folder). `None` (default): the headers decide, except when they split the files into several
+    studies of one image each that together fill distinct L/R CC/MLO slots, as one exam does whose headers disagree
+    (CBIS-DDSM gives every image its own StudyInstanceUID and PatientID); then `StudyGroupingError` asks for a choice
+    rather than predicting one-view studies.
+    """
+    studies = index["exam_id"].nunique()
+    patients = index["patient_id"].dropna().nunique()
+    if one_study and studies > 1:
+        merged = "one-study-" + (hash_id("|".join(sorted(index["exam_id"].unique())), _salt()) or "")[:16]
+        note = (f"--one-study: {len(index)} images whose headers name {studies} studies and {patients} patients "
+                "are predicted as one study")
+        return index.assign(exam_id=merged), [note]
+    if one_study is None and _split_exam(index):
+        slots = ", ".join(sorted(f"{lat}-{view_group(v)}" for lat, v in zip(index["laterality"], index["view"],
+                                                                                strict=True)))
+        raise StudyGroupingError(
+            f"the headers make {studies} studies of one image each ({patients} patients), yet the images fill "
+            f"distinct views ({slots}) like one exam whose headers disagree (as in CBIS-DDSM): rerun with "
+            "--one-study to predict them as one exam, or --by-header to predict each image as its own study")
+    return index, []
+
+
+def _split_exam(index: pd.DataFrame) -> bool:
+    """Several header studies of one image each, together filling distinct L/R CC/MLO view slots."""
+    if index["exam_id"].nunique() < 2 or index["exam_id"].duplicated().any():
+        return False
+    slots = [view_slot(lat, view_group(v)) for lat, v in zip(index["laterality"], index["view"], strict=True)]
+    return None not in slots and len(set(slots)) == len(slots)
+
+
+def _domain_warnings(config: dict[str, Any], table: pd.DataFrame, headers: list[MammoImage]) -> list[str]:
+    """Where a study's images lie far from the model's training data: scanned film, pixels coarser than its input."""
+    training = config.get("training") or {}
+    film = _film_warning([h for h in headers if h.film], len(headers), training)
+    out = [film] if film else []
+    model_mm = preprocess_config_of(config)[0].spacing_mm
+    trained_mm = training.get("spacing_mm")
+    if trained_mm and abs(float(trained_mm) - model_mm) > 0.1 * float(trained_mm):
+        out.append(f"the model was trained on {float(trained_mm):.3g} mm pixels but is fed {model_mm:.3g} mm ones")
+    columns = [c for c in ("source_spacing_row_mm", "source_spacing_col_mm") if c in table.columns]
+    source = table[columns].max(axis=1) if columns else pd.Series(dtype=float)
+    coarse = source[source >= COARSE_FACTOR * model_mm]
+    if len(coarse):
+        out.append(f"{len(coarse)} of {len(table)} images have {coarse.max():.3g} mm pixels, coarser than the model's "
+                   f"{model_mm:.3g} mm input: upsampled, they hold less detail than its training images")
+    return out
+
+
+def _film_warning(films: list[MammoImage], n: int, training: dict[str, Any]) -> str | None:
+    """Scanned film fed to a model whose card records no film (None when there is no film, or the model saw film)."""
+    vendors = [str(v) for v in training.get("vendors") or []]
+    if not films or training.get("film_images") or any(d in v.upper() for v in vendors for d in FILM_VENDORS):
+        return None
+    signs = "; ".join(dict.fromkeys(s for img in films for s in img.film_evidence))
+    what = f"{len(films)} of {n} images are scanned film ({signs})"
+    if not vendors:
+        return f"{what}; the model card records no vendors, so whether it was trained on film is unknown"
+    return (f"{what}, but the model was trained on digital detector images ({', '.join(vendors)}) with no scanned film "
+            "recorded: film grain, contrast and film edges differ from its training data, so these scores are less "
+            "reliable")
 
 
 def _stored_rows(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -274,7 +353,8 @@ def _view_entry(row: pd.Series, heat_input: np.ndarray, boxes: np.ndarray, atten
     heat_file, overlay_file = f"{name}_heatmap.png", f"{name}_overlay.png"
     heat16 = np.round(heat * 65535.0).astype(np.uint16)
     atomic_write(out_dir / heat_file, lambda tmp: _imwrite(tmp, heat16))
-    pixels = read_dicom(row["path"]).pixels
+    img = read_dicom(row["path"])
+    pixels = img.pixels
     scores = _scores(logit, calibrator)
     title = f"{row['laterality']}-{row['view_group']}  p={scores['prob']:.2f}" if scores else None
     overlay_png(pixels, heat, out_dir / overlay_file, boxes=dicom_boxes, title=title, max_side=overlay_max_side)
@@ -292,7 +372,7 @@ def _view_entry(row: pd.Series, heat_input: np.ndarray, boxes: np.ndarray, atten
                          "x1": float(dicom_boxes[k, 2]), "y1": float(dicom_boxes[k, 3]),
                          "attention": float(attention[k]), "inside_fraction": _inside(dicom_boxes[k], record.crop_box)}
                         for k in order],
-        "flip": bool(record.flip), "spacing_source": row.get("spacing_source"),
+        "flip": bool(record.flip), "spacing_source": row.get("spacing_source"), "film": img.film,
         "orientation_source": row.get("orientation_source"),
     }
 
@@ -341,6 +421,7 @@ def predict_studies(
     keep_store: bool = False,
     overlay_max_side: int | None = 2048,
     device: str = "auto",
+    one_study: bool | None = None,
 ) -> list[StudyPrediction]:
     """Predict every study under `study_dir` with a released model; writes `out/<exam hash>/prediction.json`.
 
@@ -354,9 +435,12 @@ def predict_studies(
         overlay_max_side: downscale overlay PNGs to this long side (None = the DICOM's own size); the heatmap PNGs
             always have the DICOM's size.
         device: where the model runs; "auto" = the GPU when there is one.
+        one_study: True = all files under `study_dir` are one study; False = the headers decide; None = the headers
+            decide unless they look split (see `group_studies`).
 
     Raises:
         FileNotFoundError: `model_path` is not a model, or `study_dir` is not a folder.
+        StudyGroupingError: `one_study` is None and the files look like one exam whose headers disagree.
         ValueError: `heatmap` is unknown, or `study_dir` holds no usable DICOM file.
     """
     if heatmap not in HEATMAPS:
@@ -382,7 +466,8 @@ def predict_studies(
         raise ValueError(f"{study_dir}: no usable DICOM file found{' (' + reasons + ')' if reasons else ''}")
     index = index.assign(exam_id=[e if isinstance(e, str) and e else _folder_key(r)
                                   for e, r in zip(index["exam_id"], index["relpath"], strict=True)])
-    study_warnings: dict[str, list[str]] = {e: list(model_warnings) for e in sorted(index["exam_id"].unique())}
+    index, grouping = group_studies(index, one_study)
+    study_warnings = {e: [*model_warnings, *grouping] for e in sorted(index["exam_id"].unique())}
     folders = {e: {str(Path(r).parent) for r in g["relpath"]} for e, g in index.groupby("exam_id")}
     rels = [str(Path(p).resolve().relative_to(study_dir.resolve())) for p in skipped["path"]]
     labels = {**{p: _label(row) for p, (_, row) in zip(index["path"], index.iterrows(), strict=True)},
@@ -424,8 +509,10 @@ def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Pa
     folder.mkdir(parents=True, exist_ok=True)
     level = config["input"]["level"]
     items: list[dict[str, Any]] = []
+    headers = [read_dicom(p, pixels=False) for p in table["path"]] if not table.empty else []
     if not table.empty:
         warnings.extend(_view_warnings(table, level))
+        warnings.extend(_domain_warnings(config, table, headers))
         dataset = dataset_for(config, table.reset_index(drop=True), store)
         items = _run_items(model, dataset, table, heatmap, folder, calibration["breast"].temperature,
                            overlay_max_side, warnings)
@@ -435,8 +522,10 @@ def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Pa
     patients = [p for p in index_rows["patient_id"].dropna().unique()]
     prediction = {
         "intended_use": INTENDED_USE,
-        "study": {"exam_id": exam_id, "patient_id": patients[0] if patients else None, "files": len(index_rows),
-                  "views_used": sorted(v["view"] for it in items for v in it["views"]), "id_note": ID_SALT_NOTE},
+        "study": {"exam_id": exam_id, "patient_id": patients[0] if len(patients) == 1 else None,
+                  "patients": len(patients), "files": len(index_rows),
+                  "views_used": sorted(v["view"] for it in items for v in it["views"]),
+                  "film_images": sum(h.film for h in headers), "id_note": ID_SALT_NOTE},
         "model": _card(config, model_dir),
         "preprocess": {"config_hash": config_hash(preprocess_config_of(config)[0])},
         "exam": _scores(exam_logit, calibration["exam"].chosen),
