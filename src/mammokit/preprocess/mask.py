@@ -173,6 +173,11 @@ def estimate_air(
     return AirEstimate(level, noise, float(threshold), float(t), float(eta), peak_ratio)
 
 
+def _block_all(mask: np.ndarray, factor: int) -> np.ndarray:
+    """True for each `factor`×`factor` block whose pixels are all True (same grid as `block_mean`)."""
+    return ~block_any(~np.asarray(mask, dtype=bool), factor)
+
+
 def robust_threshold(values: np.ndarray, noise_sigmas: float = 4.0, floor_fraction: float = 0.001) -> float:
     """Air/breast threshold of a 1-D sample of coarse pixel values (`estimate_air(...).threshold`)."""
     return estimate_air(values, noise_sigmas, floor_fraction).threshold
@@ -217,7 +222,9 @@ def breast_mask(
     if not valid.any():
         return BreastMask(empty, factor, shape, float("nan"), None, 0.0, ("every pixel is padding or not finite",))
     if padding is not None and _padding_is_the_air(padding, valid):
-        # The vendor wrote the padding value over all the air (RSNA's processed images): what is left is breast.
+        # The vendor wrote the padding value over all the air (RSNA's processed images): what is left is breast,
+        # and so is every block holding any of it (the skin line lies in blocks that are partly padding).
+        valid = ~_block_all(np.asarray(padding_mask, dtype=bool), factor) & np.isfinite(coarse)
         low = float(coarse[valid].min())
         air = AirEstimate(low, 0.0, low - 1.0, float("nan"), 1.0)
     else:
@@ -436,8 +443,9 @@ def crop_box(
 ) -> tuple[int, int, int, int]:
     """The crop in original pixels: the mask's box grown by `margin_mm` on each side, clipped to the image.
 
-    An empty mask gives the whole image (the caller records `mask.warnings`). Without a spacing the margin is
-    taken as `margin_mm` / 0.1 px.
+    The margin stops one coarse block short of a burned-in marker or label beside the breast (`mask.markers`), so
+    the letters stay outside the crop; it never cuts into the mask's box. An empty mask gives the whole image (the
+    caller records `mask.warnings`). Without a spacing the margin is taken as `margin_mm` / 0.1 px.
     """
     rows, cols = mask.original_shape
     if mask.box is None:
@@ -448,8 +456,21 @@ def crop_box(
     if not (sr > 0 and sc > 0):
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm!r}")
     my, mx = math.ceil(margin_mm / sr), math.ceil(margin_mm / sc)
-    x0, y0, x1, y1 = mask.box
-    return max(0, x0 - mx), max(0, y0 - my), min(cols, x1 + mx), min(rows, y1 + my)
+    bx0, by0, bx1, by1 = mask.box
+    x0, y0, x1, y1 = max(0, bx0 - mx), max(0, by0 - my), min(cols, bx1 + mx), min(rows, by1 + my)
+    f = mask.factor
+    for mx0, my0, mx1, my1 in mask.markers:
+        if not (mx0 < x1 and mx1 > x0 and my0 < y1 and my1 > y0):
+            continue
+        if mx0 >= bx1:
+            x1 = max(bx1, min(x1, mx0 - f))
+        elif mx1 <= bx0:
+            x0 = min(bx0, max(x0, mx1 + f))
+        elif my0 >= by1:
+            y1 = max(by1, min(y1, my0 - f))
+        elif my1 <= by0:
+            y0 = min(by0, max(y0, my1 + f))
+    return x0, y0, x1, y1
 
 
 def mask_to_original(mask: BreastMask) -> np.ndarray:

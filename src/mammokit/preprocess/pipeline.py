@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mammokit.config import config_hash
-from mammokit.dicom import DicomReadError, read_dicom
+from mammokit.dicom import FILM_SPACING_MM, DicomReadError, MammoImage, read_dicom
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.preprocess import (
     BreastMask,
@@ -48,7 +48,9 @@ from mammokit.preprocess import (
 )
 from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.mask import _mask_box, block_any  # _mask_box: the box rule breast_mask itself uses
+from mammokit.preprocess.orient import Orientation
 from mammokit.preprocess.store import FORMATS, write_image, write_mask
+from mammokit.preprocess.view import laterality_from_content, view_from_content
 
 log = logging.getLogger(__name__)
 CARRY_COLUMNS = ("image_id", "patient_id", "exam_id", "study_uid", "sop_uid", "path", "laterality", "view", "rows",
@@ -79,6 +81,10 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
     elif cfg.fallback_spacing_mm is not None:
         spacing = (cfg.fallback_spacing_mm, cfg.fallback_spacing_mm)
         img.warnings.append(f"no trusted pixel spacing; used fallback {cfg.fallback_spacing_mm} mm")
+    elif img.film:
+        spacing = (FILM_SPACING_MM, FILM_SPACING_MM)
+        img.warnings.append(f"scanned film without pixel spacing: assumed {FILM_SPACING_MM} mm "
+                            "(CBIS-DDSM/DDSM digitizers scan at 42–50 µm)")
     else:
         raise DicomReadError(row["path"], "no trusted pixel spacing (set fallback_spacing_mm to use a default)")
     bm = breast_mask(img.pixels, img.padding_mask, coarse_long_side=cfg.coarse_long_side)
@@ -93,11 +99,12 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
     record = plan_transform(img.pixels.shape, spacing, box, target_spacing_mm=cfg.spacing_mm, flip=orient.flip)
     stored = apply_transform(img.pixels, record, method=cfg.resample_method)
     mask = original_to_stored_mask(bm.mask, record, bm.scale)
-    group = view_group(img.view)
+    sides = _sides_from_content(row, img, orient, mask, stored, record.output_spacing_mm[0])
+    group = view_group(sides["view"])
     pect_info: dict[str, Any] = {"pectoral_found": False, "pectoral_line": None, "pectoral_reason": "not an MLO view"}
     pect_path = None
     if group == "MLO" and cfg.pectoral != "off":
-        pect = detect_pectoral(stored, mask, spacing_mm=record.output_spacing_mm[0])
+        pect = sides.pop("_pectoral") or detect_pectoral(stored, mask, spacing_mm=record.output_spacing_mm[0])
         pect_info = {"pectoral_found": pect.found, "pectoral_line": json.dumps(pect.line) if pect.line else None,
                      "pectoral_reason": pect.reason}
         if pect.found:
@@ -105,6 +112,7 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
             write_mask(store_path / pect_path, pect.mask)
             if cfg.pectoral == "suppress":
                 stored = suppress_pectoral(stored, pect.mask)
+    sides.pop("_pectoral", None)
     stats = intensity_stats(stored, mask)
     background = float(stats.min) - 1.0  # one constant below all tissue, so loaders can tell air from breast
     stored = np.where(mask, stored, np.float32(background)).astype(np.float32)
@@ -136,11 +144,60 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
         lesions_stored=json.dumps(stored_lesions), n_patches=len(patches.boxes),
         patches=json.dumps({"boxes": patches.boxes.tolist(), "breast_fraction": patches.breast_fraction.tolist(),
                             "patch_size": patches.patch_size, "stride": patches.stride}),
-        config_hash=cfg_hash, stats=json.dumps(stats.to_dict()), **pect_info,
+        config_hash=cfg_hash, stats=json.dumps(stats.to_dict()), film=bool(img.film), **pect_info,
     )
+    out.update(sides)
+    out.update(_qc_columns(bm, orient, box))
     out.update(_stat_columns("stat_", stats.to_dict()))
     atomic_write_text(store_path / "records" / f"{stem}.json", json.dumps(out, default=_json_default))
     return out
+
+
+def _sides_from_content(row: dict[str, Any], img: MammoImage, orient: Orientation, mask: np.ndarray,
+                        stored: np.ndarray, spacing_mm: float) -> dict[str, Any]:
+    """View and laterality with their source and confidence: the index's (a label file or the header), else read
+    from the image.
+
+    Returns the record columns plus "_pectoral" (the pectoral search run to read the view, reused by the caller).
+    """
+    view, lat = row.get("view") or img.view, row.get("laterality") or img.laterality
+    out: dict[str, Any] = {
+        "view": view, "view_source": (img.view_source if view == img.view else "index") if view else None,
+        "view_confidence": None, "view_reason": None, "laterality": lat,
+        "laterality_source": (img.laterality_source if lat == img.laterality else "index") if lat else None,
+        "laterality_confidence": None, "laterality_reason": None, "_pectoral": None}
+    if view is None:
+        pect = detect_pectoral(stored, mask, spacing_mm=spacing_mm)
+        guess = view_from_content(mask, pect)
+        out.update(view=guess.value, view_source="content" if guess.value else None,
+                   view_confidence=round(guess.confidence, 3), view_reason=guess.reason, _pectoral=pect)
+    if lat is None:
+        guess = laterality_from_content(orient, img.patient_orientation)
+        source = None if guess.value is None else "PatientOrientation" if "PatientOrientation" in guess.reason \
+            else "content"
+        out.update(laterality=guess.value, laterality_source=source,
+                   laterality_confidence=round(guess.confidence, 3), laterality_reason=guess.reason)
+    return out
+
+
+def _qc_columns(bm: BreastMask, orient: Orientation, box: tuple[int, int, int, int]) -> dict[str, Any]:
+    """The quality-control numbers of one image (read by `mammokit qc`)."""
+    x0, y0, x1, y1 = box
+    in_crop = [m for m in bm.markers if m[0] < x1 and m[2] > x0 and m[1] < y1 and m[3] > y0]
+    flags = []
+    if bm.edge_bands:
+        flags.append("film/plate edge cut: " + ", ".join(bm.edge_bands))
+    if in_crop:
+        flags.append(f"{len(in_crop)} marker(s) inside the crop masked out")
+    if orient.ambiguous:
+        flags.append("orientation ambiguous")
+    return {"qc_mask_area_fraction": round(float(bm.area_fraction), 4),
+            "qc_threshold_separability": round(float(bm.separability), 4),
+            "qc_tissue_outside_mask": round(float(bm.tissue_outside), 4),
+            "qc_air_level": float(bm.air_level), "qc_edge_bands": ",".join(bm.edge_bands),
+            "qc_markers": json.dumps([list(m) for m in bm.markers]), "markers_removed": len(in_crop),
+            "orientation_confidence": round(float(orient.confidence), 3),
+            "orientation_ambiguous": bool(orient.ambiguous), "qc_flags": "; ".join(flags)}
 
 
 def _mask_without_film_edges(pixels: np.ndarray, padding: np.ndarray | None, spacing: tuple[float, float], *,

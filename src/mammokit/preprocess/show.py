@@ -2,6 +2,7 @@
 
 Left: the original DICOM (as the reader returns it) with the crop box and lesion boxes in DICOM pixels.
 Right: the stored canonical-frame image with the breast-mask outline, the pectoral line and the mapped lesion boxes.
+`draw_original` and `draw_stored` draw one panel each; `mammokit qc` (qc.py) reuses them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,19 @@ def render_show(store: str | Path, image_id: str, height: int = 720) -> np.ndarr
     if rows.empty:
         raise KeyError(f"{store}: no image {image_id!r} in preprocessed.parquet")
     row = rows.iloc[0]
+    right = draw_stored(store, row, height)
+    left = draw_original(read_dicom(row["path"]).pixels, row, height)
+    gap = np.full((height, 12, 3), 255, np.uint8)
+    panel = np.hstack([left, gap, right])
+    label = (f"{row['laterality']} {row['view']}  flip={bool(row['flip'])} ({row['orientation_source']})  "
+             f"{row['spacing_mm']:.3f} mm  pectoral={'yes' if row['pectoral_found'] else 'no'}")
+    bar = np.full((28, panel.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([bar, panel])
+
+
+def draw_stored(store: Path, row: pd.Series, height: int) -> np.ndarray:
+    """The stored image of `row` at `height` (BGR) with the breast-mask outline, pectoral line and lesion boxes."""
     stored = read_image(store / row["image_path"], row["offset"], row["scale"])
     mask = read_mask(store / row["breast_mask_path"])
     right, s_r = _fit_height(_to_rgb(stored, mask), height)
@@ -57,18 +71,16 @@ def render_show(store: str | Path, image_id: str, height: int = 720) -> np.ndarr
         cv2.line(right, (round(xa * s_r), round(ya * s_r)), (round(xb * s_r), round(yb * s_r)), CYAN, 2)
     for les in json.loads(_text(row, "lesions_stored") or "[]"):
         _box(right, (les["x0"], les["y0"], les["x1"], les["y1"]), s_r, RED if les.get("malignant") else YELLOW)
-    original = read_dicom(row["path"]).pixels
-    left, s_l = _fit_height(_to_rgb(original), height)
+    return right
+
+
+def draw_original(pixels: np.ndarray, row: pd.Series, height: int) -> np.ndarray:
+    """The original DICOM pixels at `height` (BGR, percentile window) with the crop box and the lesion boxes."""
+    left, s_l = _fit_height(_to_rgb(pixels), height)
     _box(left, (row["crop_x0"], row["crop_y0"], row["crop_x1"], row["crop_y1"]), s_l, GREEN)
     for les in _original_lesions(row):
         _box(left, (les["x0"], les["y0"], les["x1"], les["y1"]), s_l, RED if les.get("malignant") else YELLOW)
-    gap = np.full((height, 12, 3), 255, np.uint8)
-    panel = np.hstack([left, gap, right])
-    label = (f"{row['laterality']} {row['view']}  flip={bool(row['flip'])} ({row['orientation_source']})  "
-             f"{row['spacing_mm']:.3f} mm  pectoral={'yes' if row['pectoral_found'] else 'no'}")
-    bar = np.full((28, panel.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([bar, panel])
+    return left
 
 
 def _text(row: pd.Series, key: str) -> str | None:
