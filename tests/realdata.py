@@ -42,7 +42,7 @@ def read_png(path: Path) -> np.ndarray:
 def tissue_and_markers(pixels: np.ndarray, level: float = 15.0) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """(tissue mask, marker boxes x0, y0, x1, y1) from the plain oracle described in the module docstring."""
     above = (pixels > level).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
     biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     markers = [(int(x), int(y), int(x + w), int(y + h)) for i, (x, y, w, h, a) in enumerate(stats)
                if i not in (0, biggest) and a >= 100]

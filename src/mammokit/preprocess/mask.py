@@ -18,6 +18,7 @@ inside the breast stays inside the mask).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -142,10 +143,11 @@ def estimate_air(
 ) -> AirEstimate:
     """Find the air mode below Otsu's threshold and put the breast threshold just above its noise.
 
-    The air is the heaviest mode of the histogram below Otsu's threshold (a box of `mode_bins` bins measures each
-    mode's mass), whatever share of the image it is: fatty tissue next to air, air as a 5% minority, and a small
-    darker object (a clip, a hole in the film) do not move it, because tissue spreads over many values and the air
-    piles up in a few. Its noise comes from the values below its level only. The threshold is `noise_sigmas` noise
+    The air is the darkest clear mode of the histogram below Otsu's threshold that holds a fair share of the
+    heaviest mode's mass (a box of `mode_bins` bins measures each mode's mass; see `_air_mode`), whatever share of
+    the image it is: fatty tissue next to air, air as a 5% strip, and a small darker object (a clip, a hole in the
+    film) do not move it, because tissue spreads over many values and the air piles up in a few. Its noise comes
+    from the values below its level only. The threshold is `noise_sigmas` noise
     widths above the air, and at least `floor_fraction` of the range above it (so exact-zero air does not put the
     threshold on the quantisation step of a compressed stream).
     """
@@ -161,9 +163,7 @@ def estimate_air(
     below = v[v <= t]
     hist, edges = np.histogram(below, bins=bins, range=(lo, t))
     mass = np.convolve(hist, np.ones(mode_bins), mode="same")
-    k = int(np.argmax(mass))
-    beside = [mass[j] for j in (k - mode_bins, k + mode_bins) if 0 <= j < bins]
-    peak_ratio = float(mass[k] / max(np.mean(beside), 1.0)) if beside else float("inf")
+    k, peak_ratio = _air_mode(mass, mode_bins)
     half = mode_bins // 2
     near = below[(below >= edges[max(0, k - half)]) & (below <= edges[min(bins, k + half + 1)])]
     level = float(np.median(near)) if near.size else float(edges[k])
@@ -171,6 +171,32 @@ def estimate_air(
     noise = 1.4826 * float(np.median(level - darker)) if darker.size else 0.0
     threshold = min(t, level + max(noise_sigmas * noise, floor_fraction * (hi - level)))
     return AirEstimate(level, noise, float(threshold), float(t), float(eta), peak_ratio)
+
+
+def _peak_ratio(mass: np.ndarray, k: int, width: int) -> float:
+    """A mode's mass over the mean mass of the windows one window-width beside it."""
+    beside = [mass[j] for j in (k - width, k + width) if 0 <= j < mass.size]
+    return float(mass[k] / max(np.mean(beside), 1.0)) if beside else float("inf")
+
+
+def _air_mode(mass: np.ndarray, width: int, share: float = 0.25, min_ratio: float = 2.0) -> tuple[int, float]:
+    """(bin, peak ratio) of the air: the darkest clear peak holding at least `share` of the heaviest mode's mass.
+
+    The air is the darkest large population. Requiring a clear peak of a fair share keeps a small darker object (a
+    clip, a hole in the film) from passing for it, and taking the darkest such peak, not the heaviest, keeps fatty
+    tissue from passing for it when the air is a thin strip beside a breast that fills the detector.
+    """
+    top = float(mass.max())
+    half = max(1, width // 2)
+    for k in range(mass.size):
+        lo, hi = max(0, k - half), min(mass.size, k + half + 1)
+        if mass[k] < share * top or mass[k] < mass[lo:hi].max():
+            continue
+        ratio = _peak_ratio(mass, k, width)
+        if ratio >= min_ratio:
+            return k, ratio
+    k = int(np.argmax(mass))
+    return k, _peak_ratio(mass, k, width)
 
 
 def _block_all(mask: np.ndarray, factor: int) -> np.ndarray:
@@ -190,13 +216,14 @@ def breast_mask(
     min_area_fraction: float = 0.005,
     core_fraction: float = 0.1,
     fringe_fraction: float = 0.01,
+    body_fraction: float = 0.03,
 ) -> BreastMask:
     """Segment the breast (largest bright connected region, holes filled) on a coarse copy of `pixels`.
 
     The breast's core is the largest component above `air + core_fraction·(otsu − air)`; from it the mask grows
-    into everything above the air-anchored threshold (the faint skin-line fringe, fatty tissue next to air) for at
-    most `fringe_fraction` of the long side (about 2.5 mm on a full-field image), so film fog or haze beside the
-    breast cannot carry the mask across the air.
+    without limit into everything above `air + body_fraction·(otsu − air)` (fatty tissue), then into everything
+    above the air-anchored threshold (the faint skin line) for at most `fringe_fraction` of the long side (about
+    2.5 mm on a full-field image), so faint film fog beside the breast cannot carry the mask across the air.
 
     Args:
         pixels: original float image in MONOCHROME2 sense (higher = denser), any offset or bit depth.
@@ -204,7 +231,8 @@ def breast_mask(
         coarse_long_side: long side of the coarse working grid in px.
         min_area_fraction: below this fraction of the image the result is reported as empty.
         core_fraction: where the core threshold sits between the air and Otsu's threshold.
-        fringe_fraction: how far (share of the long side) the mask may grow from the core into faint pixels.
+        fringe_fraction: how far (share of the long side) the mask may grow into the faintest pixels.
+        body_fraction: where the level that the mask may grow into without limit sits between air and Otsu.
     """
     arr = np.asarray(pixels)
     if arr.ndim != 2:
@@ -229,6 +257,7 @@ def breast_mask(
         air = AirEstimate(low, 0.0, low - 1.0, float("nan"), 1.0)
     else:
         valid, air = _air_inside_the_field(coarse, valid)
+        coarse, air = _flatten_bands(coarse, valid, air)
     values = coarse[valid]
     threshold = air.threshold
     if float(values.max()) <= threshold:
@@ -248,8 +277,14 @@ def breast_mask(
         largest = _largest_component(core8)
     if largest is None:
         return BreastMask(empty, factor, shape, threshold, None, 0.0, ("no breast found",))
+    # Tissue clearly above the air (fatty tissue) joins whatever its distance from the core; the faintest layer
+    # (the skin line, or film fog) only within `fringe_fraction` of the long side.
+    body_threshold = min(core_threshold, air.level + body_fraction * (air.otsu - air.level)) \
+        if air.otsu == air.otsu else threshold
+    body_binary = cv2.morphologyEx((binary & (coarse > body_threshold)).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL3)
+    body = _grow_within(largest, body_binary.astype(bool), max(coarse.shape))  # opened: no thin slivers of fog
     reach = max(2, round(fringe_fraction * max(coarse.shape)))
-    grown = _attach_protrusions(_grow_within(largest, binary, reach), binary)
+    grown = _attach_protrusions(_grow_within(body, binary, reach), binary)
     mask = _fill_holes(grown)
     for side, width in bands.items():  # tissue that reaches a film edge continues to the image edge
         band = _line_view(mask, side, width + 1)
@@ -333,6 +368,38 @@ def _air_inside_the_field(coarse: np.ndarray, valid: np.ndarray) -> tuple[np.nda
         if air.peak_ratio >= 3.0 and float((coarse[inner] < air.level - gap).mean()) < 0.02:
             return inner, air
     return valid, estimate_air(coarse[valid])
+
+
+def _flatten_bands(coarse: np.ndarray, valid: np.ndarray, air: AirEstimate,
+                   min_share: float = 0.1) -> tuple[np.ndarray, AirEstimate]:
+    """Take out scanner bands: row and column offsets of the air level, when that makes the air clearly quieter.
+
+    A film scanner (and some CR readers) adds a constant per row or per column: the air then sits at several levels,
+    its noise looks several times larger and a threshold above it cuts the breast's faint rim. Each line's offset is
+    the median of its air-like pixels (within three threshold gaps of the air) minus the air level; lines with too
+    few of them borrow from their neighbours. The correction is kept only when the air's noise drops by a fifth.
+    """
+    gap = air.threshold - air.level
+    if not gap > 0 or air.noise <= 0:
+        return coarse, air
+    corrected = coarse.astype(np.float32, copy=True)
+    airish = valid & (np.abs(coarse - air.level) <= 3 * gap)
+    for axis in (1, 0):  # rows, then columns
+        counts = airish.sum(axis=axis)
+        enough = counts >= min_share * coarse.shape[axis]
+        if enough.sum() < 2:
+            continue
+        lines = np.where(airish, corrected, np.nan)
+        with warnings.catch_warnings():  # lines without air-like pixels give NaN here and borrow below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(lines if axis == 1 else lines.T, axis=1)
+        idx = np.flatnonzero(enough)
+        offsets = np.interp(np.arange(med.size), idx, med[idx] - air.level).astype(np.float32)
+        corrected -= offsets[:, None] if axis == 1 else offsets[None, :]
+    flat = estimate_air(corrected[valid])
+    if flat.noise < 0.8 * air.noise:
+        return corrected, flat
+    return coarse, air
 
 
 def _padding_is_the_air(padding: np.ndarray, valid: np.ndarray) -> bool:
