@@ -47,6 +47,9 @@ def synth(
     site: Annotated[str, typer.Option(help="Site name written into labels.csv.")] = "site-A",
     difficulty: Annotated[float, typer.Option(help="Higher = subtler lesions.")] = 1.0,
     workers: Annotated[int, typer.Option(help="Processes; results do not depend on it.")] = 1,
+    hard_cases: Annotated[str | None, typer.Option(
+        help="Hard cases, 'all' or comma-separated: fatty, air_minority, collimated, film, skin_fold (exams cycle "
+             "through them; ground truth per image in images.csv).")] = None,
 ) -> None:
     """Write a synthetic multi-vendor mammography DICOM dataset (with labels, lesion boxes and masks)."""
     from mammokit.synth import generate
@@ -54,6 +57,7 @@ def synth(
     summary = generate(
         out, exams=exams, seed=seed, vendors=_split_csv(vendors), size_scale=size_scale, prevalence=prevalence,
         benign_rate=benign_rate, masks=masks, site=site, difficulty=difficulty, workers=workers,
+        hard_cases=hard_cases,
     )
     typer.echo(_format_summary(summary))
 

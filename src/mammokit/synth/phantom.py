@@ -25,6 +25,7 @@ MU_FAT = 0.35  # normalized attenuation of fat at full compressed thickness
 MU_GLAND = 0.70
 MU_MUSCLE = 0.78
 SKIN_MM = 0.9
+SKIN_GAIN = 0.12
 FALLOFF_MM = 14.0
 
 
@@ -172,6 +173,8 @@ def render_view(
     spacing_mm: float,
     rng: np.random.Generator,
     detail: float = 1.0,
+    mu_fat: float = MU_FAT,
+    skin: float = SKIN_GAIN,
 ) -> ViewPhantom:
     """Render one view (CC or MLO) of one breast in the canonical frame.
 
@@ -182,6 +185,8 @@ def render_view(
         rows, cols: image size; spacing_mm: square pixel spacing.
         rng: generator for this view's texture, outline details and noise-free anatomy.
         detail: fine-detail gain passed to lesion rendering (1 / difficulty).
+        mu_fat: attenuation of fat at full thickness (a fatty hard case puts it close to air).
+        skin: peak extra attenuation of the skin line.
 
     Raises:
         ValueError: a view other than CC/MLO, or an image too small to hold the breast.
@@ -224,9 +229,9 @@ def render_view(
     target = DENSITY_FRACTION[spec.density] * rng.uniform(0.85, 1.15)
     thr = float(np.quantile(sample, 1.0 - target)) if sample.size else 0.0
     gland = 1.0 / (1.0 + np.exp(-(score - thr) / 0.55))
-    atten = thick * (MU_FAT + (MU_GLAND - MU_FAT) * gland.astype(np.float32))
+    atten = thick * (mu_fat + (MU_GLAND - mu_fat) * gland.astype(np.float32))
     # Skin line: a thin brighter rim inside the outline.
-    atten += np.where(tissue, 0.12 * np.exp(-dist / SKIN_MM), 0).astype(np.float32)
+    atten += np.where(tissue, skin * np.exp(-dist / SKIN_MM), 0).astype(np.float32)
     atten[nipple] = np.maximum(atten[nipple], 0.45)
     pectoral = np.zeros_like(tissue)
     if view == "MLO":

@@ -2,9 +2,10 @@
 
 Steps, in order: attenuation -> detector value (vendor response + quantum noise) -> orientation as
 the vendor stores it (right breasts mirrored or not) -> collimation padding -> burned-in marker ->
-stored integers ((value - intercept) / slope, clipped to BitsStored, inverted for MONOCHROME1) ->
-pydicom dataset with the vendor's tag choices and fake PHI -> file (uncompressed, JPEG 2000 lossless
-or RLE lossless).
+film marks (scanned-film profile) -> stored integers ((value - intercept) / slope, clipped to BitsStored,
+inverted for MONOCHROME1) -> hard-case collimation -> pydicom dataset of the profile's IOD (Digital
+Mammography, CR or Secondary Capture, each with every attribute its IOD requires) with the vendor's tag
+choices and fake PHI -> file (uncompressed, JPEG 2000 lossless or RLE lossless).
 
 Fake PHI patterns (every file carries them, so de-identification leaks are testable):
 PatientName `PHI^NAME<4+ digits>`, OtherPatientIDs `PHI-OTHER-<digits>`, InstitutionName
@@ -16,7 +17,7 @@ ReferringPhysicianName `PHI^DOCTOR<digits>`, OperatorsName `PHI^OPERATOR<digits>
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -31,6 +32,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from mammokit.synth.artifacts import collimation, film_marks
 from mammokit.synth.phantom import ViewPhantom
 from mammokit.synth.vendors import VendorProfile
 
@@ -38,9 +40,14 @@ SOP_CLASSES = {
     "mg_presentation": UID("1.2.840.10008.5.1.4.1.1.1.2"),
     "mg_processing": UID("1.2.840.10008.5.1.4.1.1.1.2.1"),
     "cr": UID("1.2.840.10008.5.1.4.1.1.1"),
+    "sc": UID("1.2.840.10008.5.1.4.1.1.7"),
 }
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "jpeg2000": JPEG2000Lossless, "rle": RLELossless}
-VIEW_CODES = {"CC": ("R-10242", "cranio-caudal"), "MLO": ("R-10226", "medio-lateral oblique")}
+VIEW_CODES = {  # coding scheme -> view -> (CodeValue, CodingSchemeDesignator, CodeMeaning)
+    "SCT": {"CC": ("399162004", "SCT", "cranio-caudal"), "MLO": ("399368009", "SCT", "medio-lateral oblique")},
+    "SRT": {"CC": ("R-10242", "SRT", "cranio-caudal"), "MLO": ("R-10226", "SRT", "medio-lateral oblique")},
+}
+BREAST_CODES = {"SCT": ("76752008", "SCT", "Breast"), "SRT": ("T-04000", "SRT", "Breast")}
 ORIENTATION = {  # (laterality, view, mirrored) -> PatientOrientation (row direction, column direction)
     ("L", "CC", True): ("A", "R"), ("R", "CC", True): ("P", "L"),
     ("L", "MLO", True): ("A", "FR"), ("R", "MLO", True): ("P", "FL"),
@@ -81,14 +88,28 @@ class ImageIdentity:
 
 @dataclass
 class StoredImage:
-    """What was written: stored pixels' grid masks and lesion boxes (end-exclusive x0, y0, x1, y1)."""
+    """What was written: masks on the stored pixel grid and boxes (end-exclusive x0, y0, x1, y1) there.
 
-    path: Path
+    Attributes:
+        path: the file (None until written).
+        tissue, pectoral, lesion: bool masks (tissue = the whole breast, never a marker or label).
+        boxes: lesion boxes, in the order of the phantom's lesions.
+        marker_box: the burned-in block of a CR-like profile, or None.
+        chest_wall: "left" or "right": where the chest wall is in the stored image.
+        extra: further masks carried to the stored grid (e.g. "fold").
+        truth: JSON-able boxes: marker_boxes, label_boxes, border_boxes (film), collimation_box, and for a film
+            mark_gaps_mm (distance of each marker, then each label, to the breast).
+    """
+
+    path: Path | None
     tissue: np.ndarray
     pectoral: np.ndarray
     lesion: np.ndarray
     boxes: list[tuple[int, int, int, int]]
     marker_box: tuple[int, int, int, int] | None
+    chest_wall: str = "left"
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    truth: dict = field(default_factory=dict)
 
 
 def detector_values(
@@ -174,23 +195,25 @@ def _ds(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.3e}"
 
 
-def build_dataset(
-    stored: np.ndarray, profile: VendorProfile, ident: ImageIdentity, spacing_mm: float, thickness_mm: float,
-    windows: list[tuple[float, float]], burned_in: bool,
-) -> Dataset:
-    """The DICOM dataset of one image, with the vendor's choice of tags and the fake PHI."""
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    """One code sequence item."""
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def _file_meta(profile: VendorProfile, ident: ImageIdentity) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SOP_CLASSES[profile.sop_class]
     meta.MediaStorageSOPInstanceUID = ident.sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = IMPLEMENTATION_UID
     meta.ImplementationVersionName = "MAMMOKIT_SYNTH"
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "", ""]
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ident.sop_uid
+    return meta
+
+
+def _patient_study_series(ds: Dataset, profile: VendorProfile, ident: ImageIdentity) -> None:
+    """Patient, study, series and equipment tags, with the fake PHI."""
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = ident.study_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "093000"
     ds.AccessionNumber = ident.accession
@@ -209,37 +232,86 @@ def build_dataset(
     ds.PatientSex = "F"
     ds.PatientAge = f"{ident.age:03d}Y"
     ds.BodyPartExamined = "BREAST"
+
+
+def _acquisition(ds: Dataset, profile: VendorProfile, thickness_mm: float) -> None:
+    """X-ray acquisition tags (none for a digitized film: the scanner does not know them)."""
+    if profile.sop_class == "sc":
+        ds.ConversionType = "DF"  # digitized film
+        ds.SecondaryCaptureDeviceManufacturer = profile.manufacturer
+        return
     ds.BodyPartThickness = _ds(round(thickness_mm, 1))
     ds.KVP = _ds(28.0 + round(thickness_mm / 10))
-    ds.StudyInstanceUID = ident.study_uid
-    ds.SeriesInstanceUID = ident.series_uid
-    ds.StudyID = ident.accession[-8:]
-    ds.SeriesNumber = ident.series_number
-    ds.InstanceNumber = ident.instance_number
-    ds.PresentationIntentType = profile.presentation_intent
+
+
+def _laterality_and_view(ds: Dataset, profile: VendorProfile, ident: ImageIdentity) -> None:
+    """The profile's choice of laterality, view and PatientOrientation tags (empty where type 2 allows)."""
     if "Laterality" in profile.laterality_tags:
         ds.Laterality = ident.laterality
     if "ImageLaterality" in profile.laterality_tags:
         ds.ImageLaterality = ident.laterality
     if "ViewPosition" in profile.view_tags:
         ds.ViewPosition = ident.view
+    elif profile.sop_class == "cr":
+        ds.ViewPosition = ""  # type 2 in the CR Series module: present, empty
     if "ViewCodeSequence" in profile.view_tags:
-        code = Dataset()
-        code.CodeValue, code.CodeMeaning = VIEW_CODES[ident.view]
-        code.CodingSchemeDesignator = "SRT"
+        code = _code(*VIEW_CODES[profile.coding_scheme][ident.view])
+        code.ViewModifierCodeSequence = Sequence([])
         ds.ViewCodeSequence = Sequence([code])
     if profile.orientation_tag:
         ds.PatientOrientation = list(ORIENTATION[(ident.laterality, ident.view, profile.mirror_right)])
+    else:
+        ds.PatientOrientation = ""  # type 2 in CR and SC; the MG IOD requires a value (profiles there set it)
+
+
+def _mammography_tags(ds: Dataset, profile: VendorProfile) -> None:
+    """Attributes the Digital Mammography IOD (DX Image, DX Detector, Mammography Image modules) requires."""
+    ds.AnatomicRegionSequence = Sequence([_code(*BREAST_CODES[profile.coding_scheme])])
+    ds.PositionerType = "MAMMOGRAPHIC"
+    ds.OrganExposed = "BREAST"
+    ds.DetectorType = profile.detector_type
+    ds.PixelIntensityRelationship = "LOG"
+    # -1: higher stored values mean less X-ray intensity (denser), which is MONOCHROME2 here
+    ds.PixelIntensityRelationshipSign = -1 if profile.photometric == "MONOCHROME2" else 1
+    ds.AcquisitionContextSequence = Sequence([])
+
+
+def build_dataset(
+    stored: np.ndarray, profile: VendorProfile, ident: ImageIdentity, spacing_mm: float, thickness_mm: float,
+    windows: list[tuple[float, float]], burned_in: bool,
+) -> Dataset:
+    """The DICOM dataset of one image: the IOD of the profile's SOP class, its tag choices and the fake PHI."""
+    ds = Dataset()
+    ds.file_meta = _file_meta(profile, ident)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["DERIVED", "SECONDARY"] if profile.sop_class == "sc" else ["ORIGINAL", "PRIMARY", "", ""]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ident.sop_uid
+    _patient_study_series(ds, profile, ident)
+    _acquisition(ds, profile, thickness_mm)
+    ds.StudyInstanceUID = ident.study_uid
+    ds.SeriesInstanceUID = ident.series_uid
+    ds.StudyID = ident.accession[-8:]
+    ds.SeriesNumber = ident.series_number
+    ds.InstanceNumber = ident.instance_number
+    if profile.presentation_intent:
+        ds.PresentationIntentType = profile.presentation_intent
+    _laterality_and_view(ds, profile, ident)
+    if profile.sop_class.startswith("mg"):
+        _mammography_tags(ds, profile)
     spacing = [_ds(spacing_mm), _ds(spacing_mm)]
     if "PixelSpacing" in profile.spacing_tags:
         ds.PixelSpacing = spacing
     if "ImagerPixelSpacing" in profile.spacing_tags:
         ds.ImagerPixelSpacing = spacing
     ds.BurnedInAnnotation = "YES" if burned_in else "NO"
-    ds.BreastImplantPresent = "NO"
+    ds.LossyImageCompression = "00"
+    if profile.sop_class != "sc":
+        ds.BreastImplantPresent = "NO"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = profile.photometric
-    ds.PresentationLUTShape = "INVERSE" if profile.photometric == "MONOCHROME1" else "IDENTITY"
+    if profile.sop_class != "sc":
+        ds.PresentationLUTShape = "INVERSE" if profile.photometric == "MONOCHROME1" else "IDENTITY"
     ds.Rows, ds.Columns = stored.shape
     ds.BitsAllocated = 16
     ds.BitsStored = profile.bits_stored
@@ -271,17 +343,24 @@ def voi_windows(stored: np.ndarray, tissue: np.ndarray, profile: VendorProfile) 
     return [(centre, width), (centre, round(width * 0.7)), (centre, round(width * 1.4))][: profile.windows]
 
 
-def write_view(
+def render_image(
     phantom: ViewPhantom, profile: VendorProfile, ident: ImageIdentity, spacing_mm: float, thickness_mm: float,
-    path: Path, rng: np.random.Generator,
-) -> StoredImage:
-    """Write one view as the vendor would store it and return the masks and boxes in the stored grid."""
+    rng: np.random.Generator, collimate: bool = False, extra_masks: dict[str, np.ndarray] | None = None,
+) -> tuple[Dataset, StoredImage]:
+    """One view as the vendor would store it: the dataset (not written) and the truth in the stored grid.
+
+    Args:
+        collimate: set the pixels outside a collimated field to the darkest stored value (hard case); the profile
+            should then have no PixelPaddingValue.
+        extra_masks: canonical-frame masks (e.g. a skin fold) to carry to the stored grid with the image.
+    """
     values = detector_values(phantom.atten, profile, spacing_mm, rng)
     tissue, pectoral = phantom.tissue, phantom.pectoral
     lesion = np.zeros_like(tissue)
     for placed in phantom.lesions:
         lesion |= placed.mask
     boxes = [p.box for p in phantom.lesions]
+    extra = dict(extra_masks or {})
     padding = _collimation(tissue, spacing_mm, rng) if profile.padding_value is not None else None
     flip = ident.laterality == "R" and profile.mirror_right
     cols = tissue.shape[1]
@@ -289,24 +368,59 @@ def write_view(
         values, tissue, pectoral, lesion = (np.fliplr(a) for a in (values, tissue, pectoral, lesion))
         padding = np.fliplr(padding) if padding is not None else None
         boxes = [(cols - x1, y0, cols - x0, y1) for x0, y0, x1, y1 in boxes]
+        extra = {k: np.fliplr(v) for k, v in extra.items()}
     marker_box = None
     if profile.marker:
         found = _marker(tissue, f"{ident.laterality} {ident.view}", spacing_mm)
         if found is not None:
             block, marker_box = found
             values = np.where(block, np.float32(profile.value_range[1] * 1.02), values)
+    truth: dict = {"marker_boxes": [list(marker_box)] if marker_box else [], "label_boxes": [], "border_boxes": [],
+                   "collimation_box": None}
+    if profile.film:
+        values, marks = film_marks(values, tissue, profile, ident.laterality, ident.view, spacing_mm, rng, not flip)
+        truth.update(marker_boxes=[list(b) for b in marks.marker_boxes],
+                     label_boxes=[list(b) for b in marks.label_boxes],
+                     border_boxes=[list(b) for b in marks.border_boxes], mark_gaps_mm=marks.gaps_mm)
     stored = to_stored(values, profile)
     if padding is not None:
         stored[padding] = profile.padding_value
+    if collimate:
+        stored = _collimate(stored, tissue, profile, spacing_mm, rng, not flip, truth)
     windows = voi_windows(stored, tissue & ~pectoral, profile)
-    ds = build_dataset(stored, profile, ident, spacing_mm, thickness_mm, windows, marker_box is not None)
+    burned_in = bool(truth["marker_boxes"] or truth["label_boxes"])
+    ds = build_dataset(stored, profile, ident, spacing_mm, thickness_mm, windows, burned_in)
     syntax = TRANSFER_SYNTAXES[profile.transfer_syntax]
     if syntax != ExplicitVRLittleEndian:
         ds.compress(syntax, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    image = StoredImage(None, np.ascontiguousarray(tissue), np.ascontiguousarray(pectoral),
+                        np.ascontiguousarray(lesion), boxes, marker_box, "right" if flip else "left",
+                        {k: np.ascontiguousarray(v) for k, v in extra.items()}, truth)
+    return ds, image
+
+
+def _collimate(stored: np.ndarray, tissue: np.ndarray, profile: VendorProfile, spacing_mm: float,
+               rng: np.random.Generator, chest_left: bool, truth: dict) -> np.ndarray:
+    """Darkest stored value outside a collimated field (0, or the top value for MONOCHROME1); real pixels avoid it."""
+    outside, field_box = collimation(tissue, spacing_mm, rng, chest_left)
+    top = (1 << profile.bits_stored) - 1
+    dark = top if profile.photometric == "MONOCHROME1" else 0
+    stored = np.clip(stored, 1, top - 1).astype(np.uint16) if dark == top else np.maximum(stored, 1).astype(np.uint16)
+    stored[outside] = dark
+    truth.update(collimation_box=list(field_box), collimation_value=dark)
+    return stored
+
+
+def write_view(
+    phantom: ViewPhantom, profile: VendorProfile, ident: ImageIdentity, spacing_mm: float, thickness_mm: float,
+    path: Path, rng: np.random.Generator, collimate: bool = False, extra_masks: dict[str, np.ndarray] | None = None,
+) -> StoredImage:
+    """Write one view as the vendor would store it and return the masks and boxes in the stored grid."""
+    ds, image = render_image(phantom, profile, ident, spacing_mm, thickness_mm, rng, collimate, extra_masks)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
-    return StoredImage(path, np.ascontiguousarray(tissue), np.ascontiguousarray(pectoral),
-                       np.ascontiguousarray(lesion), boxes, marker_box)
+    image.path = path
+    return image
 
 
 def read_stored(path: Path) -> np.ndarray:
