@@ -17,9 +17,9 @@ class PreprocessConfig(StrictModel):
     fallback_spacing_mm: float | None = None  # used when the DICOM gives no trusted spacing; None = refuse the image
     margin_mm: float = 2.0  # crop margin around the breast
     coarse_long_side: int = 512  # the breast mask is computed on a copy this size
-    # Scanned film: the unexposed film edge is a bright band along the image borders that joins the breast mask and
-    # stretches the crop to the whole image. A positive width ignores that many mm along the borders other than the
-    # chest wall when finding the breast; tissue reaching the ignored band is continued to the image edge. 0 = off.
+    # Scanned film: the breast mask finds bright film/plate edge bands by itself (`mask.edge_bands`), so this stays 0.
+    # An override for an archive where that fails: a positive width ignores that many mm along the borders other
+    # than the chest wall when finding the breast; tissue reaching the ignored band is continued to the image edge.
     film_edge_mm: float = Field(default=0.0, ge=0.0)
     orientation_prefer: Literal["content", "metadata"] = "content"
     pectoral: Literal["off", "mask", "suppress"] = "mask"  # MLO: record the muscle mask, or also flatten it
