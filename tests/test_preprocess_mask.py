@@ -164,3 +164,15 @@ def test_a_small_dark_object_does_not_move_the_air_level() -> None:
     assert 450 < bm.air_level < 550
     full = mask_to_original(bm)
     assert _tissue_kept(full, breast) >= 0.995 and (full & ~breast).sum() / breast.sum() < 0.03
+
+
+def test_a_darker_scanner_band_does_not_become_the_air() -> None:
+    """A film scanner's darker column band: the air sits at two levels; the brighter, larger one must not be breast."""
+    rng = np.random.default_rng(5)
+    img, breast = _ellipse_breast((1200, 900), rng, air=340.0, fat=640.0)
+    img += rng.normal(0, 20, img.shape).astype(np.float32) * ~breast
+    img[:, 560:760] -= 60.0  # the band runs through the breast and the air beyond the nipple
+    bm = breast_mask(img)
+    full = mask_to_original(bm)
+    assert _tissue_kept(full, breast) >= 0.995
+    assert (full & ~breast).sum() / breast.sum() < 0.03

@@ -372,34 +372,45 @@ def _air_inside_the_field(coarse: np.ndarray, valid: np.ndarray) -> tuple[np.nda
 
 def _flatten_bands(coarse: np.ndarray, valid: np.ndarray, air: AirEstimate,
                    min_share: float = 0.1) -> tuple[np.ndarray, AirEstimate]:
-    """Take out scanner bands: row and column offsets of the air level, when that makes the air clearly quieter.
+    """Take out scanner bands: row and column offsets of the air level, when that makes the air clearly better.
 
     A film scanner (and some CR readers) adds a constant per row or per column: the air then sits at several levels,
-    its noise looks several times larger and a threshold above it cuts the breast's faint rim. Each line's offset is
-    the median of its air-like pixels (within three threshold gaps of the air) minus the air level; lines with too
-    few of them borrow from their neighbours. The correction is kept only when the air's noise drops by a fifth.
+    its noise looks larger and a threshold above it cuts the breast's faint rim, or the darker band passes for the
+    air and the rest of the air for breast. Each line's offset is the median of its air-like pixels (within three
+    threshold gaps of the air) minus the air level; lines with too few of them borrow from their neighbours. The
+    direction whose offsets vary more (the bands' own) is corrected first, so the other direction's medians are not
+    mixtures of two levels. The correction is kept when the air's noise drops by a fifth, or when it brings at
+    least 5% more of the air-like pixels under the threshold (a band that made the air bimodal).
     """
     gap = air.threshold - air.level
     if not gap > 0 or air.noise <= 0:
         return coarse, air
-    corrected = coarse.astype(np.float32, copy=True)
     airish = valid & (np.abs(coarse - air.level) <= 3 * gap)
-    for axis in (1, 0):  # rows, then columns
-        counts = airish.sum(axis=axis)
-        enough = counts >= min_share * coarse.shape[axis]
-        if enough.sum() < 2:
-            continue
-        lines = np.where(airish, corrected, np.nan)
-        with warnings.catch_warnings():  # lines without air-like pixels give NaN here and borrow below
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(lines if axis == 1 else lines.T, axis=1)
-        idx = np.flatnonzero(enough)
-        offsets = np.interp(np.arange(med.size), idx, med[idx] - air.level).astype(np.float32)
-        corrected -= offsets[:, None] if axis == 1 else offsets[None, :]
+    corrected = coarse.astype(np.float32, copy=True)
+    first = {axis: _line_offsets(corrected, airish, axis, air.level, min_share) for axis in (0, 1)}
+    order = sorted(first, key=lambda a: -float(np.ptp(first[a])) if first[a] is not None else 0.0)
+    for i, axis in enumerate(order):
+        offsets = first[axis] if i == 0 else _line_offsets(corrected, airish, axis, air.level, min_share)
+        if offsets is not None:
+            corrected -= offsets[:, None] if axis == 1 else offsets[None, :]
     flat = estimate_air(corrected[valid])
-    if flat.noise < 0.8 * air.noise:
-        return corrected, flat
-    return coarse, air
+    quieter = flat.noise < 0.8 * air.noise
+    united = (corrected[airish] <= flat.threshold).mean() >= (coarse[airish] <= air.threshold).mean() + 0.05
+    return (corrected, flat) if quieter or united else (coarse, air)
+
+
+def _line_offsets(image: np.ndarray, airish: np.ndarray, axis: int, level: float,
+                  min_share: float) -> np.ndarray | None:
+    """Per-line (axis 1: rows, 0: columns) median of the air-like pixels minus `level`; None with under two lines."""
+    enough = airish.sum(axis=axis) >= min_share * image.shape[axis]
+    if enough.sum() < 2:
+        return None
+    lines = np.where(airish, image, np.nan)
+    with warnings.catch_warnings():  # lines without air-like pixels give NaN here and borrow below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(lines if axis == 1 else lines.T, axis=1)
+    idx = np.flatnonzero(enough)
+    return np.interp(np.arange(med.size), idx, med[idx] - level).astype(np.float32)
 
 
 def _padding_is_the_air(padding: np.ndarray, valid: np.ndarray) -> bool:
