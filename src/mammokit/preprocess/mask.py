@@ -18,7 +18,6 @@ inside the breast stays inside the mask).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -267,7 +266,8 @@ def breast_mask(
     core_threshold = max(threshold, air.level + core_fraction * (air.otsu - air.level)) if air.otsu == air.otsu \
         else threshold
     core_binary = (coarse > core_threshold) & valid
-    bands = edge_bands(core_binary, valid)
+    # One more line than the band itself: the block straddling the band's inner edge is a sliver of it.
+    bands = {side: width + 1 for side, width in edge_bands(core_binary, valid).items()}
     for side, width in bands.items():
         _line_view(binary, side, width)[...] = False
         _line_view(core_binary, side, width)[...] = False
@@ -402,13 +402,13 @@ def _flatten_bands(coarse: np.ndarray, valid: np.ndarray, air: AirEstimate,
 def _line_offsets(image: np.ndarray, airish: np.ndarray, axis: int, level: float,
                   min_share: float) -> np.ndarray | None:
     """Per-line (axis 1: rows, 0: columns) median of the air-like pixels minus `level`; None with under two lines."""
-    enough = airish.sum(axis=axis) >= min_share * image.shape[axis]
+    counts = airish.sum(axis=axis)
+    enough = counts >= min_share * image.shape[axis]
     if enough.sum() < 2:
         return None
-    lines = np.where(airish, image, np.nan)
-    with warnings.catch_warnings():  # lines without air-like pixels give NaN here and borrow below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(lines if axis == 1 else lines.T, axis=1)
+    lines = np.sort(np.where(airish, image, np.inf), axis=axis)  # each line's air-like values first, in order
+    middle = np.maximum(counts - 1, 0) // 2
+    med = np.take_along_axis(lines, middle[:, None] if axis == 1 else middle[None, :], axis=axis).ravel()
     idx = np.flatnonzero(enough)
     return np.interp(np.arange(med.size), idx, med[idx] - level).astype(np.float32)
 
