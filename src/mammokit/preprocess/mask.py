@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 _KERNEL3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
@@ -494,13 +493,15 @@ def _fill_holes(mask: np.ndarray, max_hole_fraction: float = 0.1) -> np.ndarray:
 
 
 def _fill_small_holes(mask: np.ndarray, max_hole_fraction: float) -> np.ndarray:
-    holes = ndimage.binary_fill_holes(mask) & ~mask
-    if not holes.any():
+    """Fill the background components (4-connected) that touch no image border and are small."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    if n <= 1:
         return mask
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
-    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= max_hole_fraction * max(1, int(mask.sum())))
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    inside = (x > 0) & (y > 0) & (x + w < mask.shape[1]) & (y + h < mask.shape[0])
+    small = np.flatnonzero(inside & (area <= max_hole_fraction * max(1, int(mask.sum()))))
     small = small[small > 0]
-    return mask | np.isin(labels, small)
+    return mask | np.isin(labels, small) if small.size else mask
 
 
 def _mask_box(mask: np.ndarray, factor: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
