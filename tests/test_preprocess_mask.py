@@ -176,3 +176,13 @@ def test_a_darker_scanner_band_does_not_become_the_air() -> None:
     full = mask_to_original(bm)
     assert _tissue_kept(full, breast) >= 0.995
     assert (full & ~breast).sum() / breast.sum() < 0.03
+
+
+def test_tissue_outside_counts_what_the_mask_cut_not_the_labels() -> None:
+    ph = make_phantom(seed=0, label=True)
+    assert breast_mask(ph.pixels).tissue_outside < 0.001  # the label beside the breast is no lost tissue
+    img = np.zeros((2000, 1000), np.float32)
+    img[:, 170:520] = np.linspace(100, 1000, 350)
+    img[:, 520:] = 1600 + np.random.default_rng(0).normal(0, 250, (2000, 480))
+    cut = breast_mask(img, core_fraction=0.6, body_fraction=0.6, fringe_fraction=0.0)  # forced to drop fatty tissue
+    assert cut.box[0] > 300 and cut.tissue_outside > 0.01

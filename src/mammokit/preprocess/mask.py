@@ -41,7 +41,8 @@ class BreastMask:
         warnings: short sentences about anything unusual (empty mask, tiny breast, constant image).
         separability: Otsu's between-class / total variance of the coarse values (low: air and breast barely part).
         air_level, air_noise: the air's value and robust spread (`estimate_air`).
-        tissue_outside: fraction of above-threshold coarse pixels left outside the mask (markers, labels, slivers).
+        tissue_outside: bright coarse pixels just outside the mask (a two-pixel ring), over the bright pixels inside
+            it: tissue the mask may have lost (markers and labels apart from the breast do not count).
         edge_bands: image sides where a bright film/plate edge band was cut off before segmenting.
         markers: boxes (x0, y0, x1, y1, original px) of bright components apart from the breast.
     """
@@ -288,9 +289,11 @@ def breast_mask(
     for side, width in bands.items():  # tissue that reaches a film edge continues to the image edge
         band = _line_view(mask, side, width + 1)
         band[:width] = band[width]
-    kept = binary & mask
+    # Tissue the mask may have lost lies against it: bright pixels in a two-pixel ring around the mask (markers,
+    # labels and film edges apart from the breast are not tissue and do not count).
+    ring = cv2.dilate(mask.astype(np.uint8), _KERNEL3, iterations=2).astype(bool) & ~mask & binary
     qc = {"separability": air.separability, "air_level": air.level, "air_noise": air.noise,
-          "tissue_outside": float(1.0 - kept.sum() / max(1, int(binary.sum()))),
+          "tissue_outside": float(ring.sum() / max(1, int((binary & mask).sum()))),
           "edge_bands": tuple(sorted(bands)), "markers": _marker_boxes(binary & ~mask, largest, factor, shape)}
     area_fraction = float(mask.sum() / valid.sum())
     if area_fraction < min_area_fraction:

@@ -184,13 +184,9 @@ def _qc_columns(bm: BreastMask, orient: Orientation, box: tuple[int, int, int, i
     """The quality-control numbers of one image (read by `mammokit qc`)."""
     x0, y0, x1, y1 = box
     in_crop = [m for m in bm.markers if m[0] < x1 and m[2] > x0 and m[1] < y1 and m[3] > y0]
-    flags = []
+    flags = []  # what no other column says (markers and ambiguity have their own)
     if bm.edge_bands:
         flags.append("film/plate edge cut: " + ", ".join(bm.edge_bands))
-    if in_crop:
-        flags.append(f"{len(in_crop)} marker(s) inside the crop masked out")
-    if orient.ambiguous:
-        flags.append("orientation ambiguous")
     return {"qc_mask_area_fraction": round(float(bm.area_fraction), 4),
             "qc_threshold_separability": round(float(bm.separability), 4),
             "qc_tissue_outside_mask": round(float(bm.tissue_outside), 4),
