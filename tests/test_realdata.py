@@ -106,7 +106,7 @@ def test_pipeline_reads_view_and_laterality_from_untagged_real_images(tmp_path) 
         assert r.laterality_confidence >= 0.5 and not r.orientation_ambiguous
         if view is not None:
             assert (r.view, r.view_source) == (view, "content"), (uid, r.view_reason)
-            assert r.view_confidence >= 0.5
+            assert r.view_confidence >= 0.3  # the level below which the view stays unknown
     mlo = table[table["view"] == "MLO"]
     assert len(mlo) == 1 and mlo["pectoral_found"].all()  # the pectoral step ran on the untagged MLO
     ffdm = table[table["view"] != "MLO"]  # the WG-04 film's brighter air strip is left outside, as it should be

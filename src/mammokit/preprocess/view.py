@@ -3,9 +3,10 @@
 View: in the canonical frame (chest wall left, cropped to the breast), an MLO's axillary tail and pectoral muscle
 reach the top of the image along the chest wall, so the top rows of the mask are filled across the chest-wall half;
 a CC's outline is a convex curve whose top rows only touch the chest wall. The pectoral muscle's edge (the
-`detect_pectoral` step across the upper chest-wall corner) adds a weaker second vote: a CC can show a sliver of it.
-On the real images in `../shared/realdata` and the eight CBIS-DDSM films, the top-row share is 0.15–0.37 on every CC
-and 1.0 on every MLO.
+`detect_pectoral` step across the upper chest-wall corner) is the second vote. On the real images in
+`../shared/realdata` and the eight CBIS-DDSM films, the top-row share is 0.15–0.37 on every CC and 1.0 on every MLO,
+but a CC larger than the detector, or the round outline of a synthetic CC, fills the top rows too: there the muscle
+decides, and when the two votes contradict each other the view stays unknown (and the QC page shows the image).
 
 Laterality: once the chest-wall side is known, a mammogram stored in the standard display orientation has the
 chest wall on the left for a left breast and on the right for a right breast (the same convention the orientation
@@ -46,19 +47,23 @@ def top_share(mask: np.ndarray, top_fraction: float = 0.03) -> float:
 def view_from_content(mask: np.ndarray, pectoral: PectoralResult, min_confidence: float = 0.3) -> ContentGuess:
     """CC or MLO from the stored (canonical-frame) breast mask and the pectoral search on it.
 
-    The score is `0.7·top + 0.3·pectoral`, each vote in [-1, 1]: the top-row share mapped around 0.55 (±0.3 is a full
-    vote), the pectoral edge's contrast around the detector's acceptance level 0.45 (±0.3). Below `min_confidence`
-    the view stays unknown.
+    Two votes in [-1, 1]: the top-row share mapped around 0.55 (±0.3 is a full vote), and the pectoral edge: its
+    contrast above the detector's acceptance level 0.45 (+0.3 is a full vote) when found, -0.5 when not. When they
+    contradict each other (a large CC cut by the detector's top edge, a round synthetic CC outline, a CC showing a
+    clear muscle) the view stays unknown rather than guessed; otherwise the score is `0.6·top + 0.4·pectoral` and
+    below `min_confidence` the view stays unknown too.
     """
     share = top_share(mask)
     top_vote = float(np.clip((share - 0.55) / 0.3, -1.0, 1.0))
-    pect_vote = float(np.clip((pectoral.contrast - 0.45) / 0.3, -1.0, 1.0)) if pectoral.found else -0.5
-    score = 0.7 * top_vote + 0.3 * pect_vote
-    view = "MLO" if score > 0 else "CC"
+    pect_vote = float(np.clip((pectoral.contrast - 0.45) / 0.3, 0.0, 1.0)) if pectoral.found else -0.5
     why = (f"top rows cover {share:.0%} of the chest-wall half; pectoral edge "
            f"{'found' if pectoral.found else 'not found'} (contrast {pectoral.contrast:.2f})")
+    if (top_vote > 0.2 and pect_vote < 0) or (top_vote < -0.2 and pect_vote > 0.2):
+        return ContentGuess(None, 0.0, f"view unknown: shape and pectoral muscle disagree ({why})")
+    score = 0.6 * top_vote + 0.4 * pect_vote
     if abs(score) < min_confidence:
         return ContentGuess(None, abs(score), f"view unknown: weak evidence ({why})")
+    view = "MLO" if score > 0 else "CC"
     return ContentGuess(view, abs(score), f"{view} from the image ({why})")
 
 
