@@ -38,7 +38,8 @@ from mammokit import INTENDED_USE
 from mammokit.config import config_hash
 from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate, fit_into, view_slot
 from mammokit.datasets.index import scan
-from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, FILM_DIGITIZERS, MammoImage, hash_id, read_dicom
+from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, MammoImage, hash_id, read_dicom
+from mammokit.dicom_film import FILM_DIGITIZERS
 from mammokit.evaluation.calibrators import Calibrator, LevelCalibration, calibration_from_config
 from mammokit.evaluation.evaluate import resolve_model_dir
 from mammokit.evaluation.explain import (
