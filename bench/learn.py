@@ -71,9 +71,9 @@ def main() -> None:
         overrides = [f"data.store={train_store}", f"runs_dir={args.out / 'runs'}", f"name={name}",
                      f"model.name={name}", *args.overrides]
         if name == "global_only":  # single-view baseline: items are views; exams roll up by max over breasts
-            overrides += ["data.level=view", "model.kwargs.num_patches=0"]
-        elif name.endswith("global"):
-            overrides += ["model.kwargs.num_patches=0"]
+            overrides += ["data.level=view", "model.kwargs.num_patches=0", "stages.0.freeze=[]"]
+        elif name.endswith("global"):  # no local network: the demo's stage-1 freeze list would match nothing
+            overrides += ["model.kwargs.num_patches=0", "stages.0.freeze=[]"]
         cfg = load_config(TrainConfig, DEMO_CONFIG, overrides)
         t1 = time.perf_counter()
         run = train(cfg)

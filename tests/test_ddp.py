@@ -1,7 +1,8 @@
 """DDP on CPU: two processes (Lightning `strategy="ddp"`, gloo) train the tiny model through `mammokit.training.run`.
 
 The test runs this file as a script; Lightning's DDP launcher starts the second rank by running it again with the
-rank in the environment. Each rank records the exams of every batch it trains on and its final weights.
+rank in the environment. Each rank records the exams of every batch it trains on and its final weights; with
+`uneven-val` it records which validation items the validation AUC was computed from instead.
 """
 
 from __future__ import annotations
@@ -49,6 +50,52 @@ def main(store: Path, out: Path) -> None:
     train(cfg, callbacks=[BatchRecorder(out), FinalState(out)])
 
 
+class ValidationRows(L.Callback):
+    """Appends, per validation run, the item indices the module's validation AUC was computed from."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        record = {"epoch": trainer.current_epoch, "n": len(trainer.datamodule.val_set),
+                  "index": pl_module.val_outputs["index"].tolist()}
+        with (self.folder / f"val-rank{trainer.global_rank}.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def uneven_val_table(store: Path) -> pd.DataFrame:
+    """The store's default split with one more patient moved to `val`: 3 validation exams for 2 ranks."""
+    from mammokit.training.datamodule import load_store_table, with_splits
+
+    table = with_splits(load_store_table(store), seed=0)
+    moved = sorted(table.loc[table["split"] == "train", "patient_id"].unique())[0]
+    return table.assign(split=table["split"].where(table["patient_id"] != moved, "val"))
+
+
+def main_uneven_val(store: Path, out: Path) -> None:
+    """Both ranks run this: one epoch on two CPU devices with a validation set that 2 does not divide."""
+    from mammokit.training.config import TrainConfig
+    from mammokit.training.run import train
+
+    cfg = TrainConfig.model_validate(tiny_train_dict(
+        store, out / "runs", stages=[{"name": "all", "epochs": 1}],
+        trainer={"accelerator": "cpu", "devices": 2, "strategy": "ddp"}))
+    train(cfg, uneven_val_table(store), callbacks=[ValidationRows(out)])
+
+
+@pytest.mark.slow
+def test_validation_counts_each_case_once_when_the_ranks_do_not_divide_it(synth_store, tmp_path):
+    table = uneven_val_table(synth_store.store)
+    assert table.loc[table["split"] == "val", "exam_id"].nunique() == 3  # the DDP sampler pads it to 4
+    proc = subprocess.run([sys.executable, __file__, str(synth_store.store), str(tmp_path), "uneven-val"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for r in (0, 1):
+        records = read_records(tmp_path / f"val-rank{r}.jsonl")
+        assert len(records) == 1 and records[0]["n"] == 3
+        assert records[0]["index"] == [0, 1, 2]  # every validation exam once, none twice, on both ranks
+
+
 @pytest.mark.slow
 def test_two_cpu_ranks_split_each_epoch_and_agree(synth_store, tmp_path):
     from mammokit.data.dataset import ExamDataset
@@ -94,4 +141,4 @@ def test_two_cpu_ranks_split_each_epoch_and_agree(synth_store, tmp_path):
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    (main_uneven_val if sys.argv[3:] == ["uneven-val"] else main)(Path(sys.argv[1]), Path(sys.argv[2]))

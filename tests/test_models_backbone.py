@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from mammokit.models import WeightLoadError, create_backbone, load_weights, map_radimagenet_keys
+from mammokit.models.backbone import Backbone
 
 
 def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -137,3 +138,46 @@ def test_gradient_checkpointing_gives_same_output_and_gradients() -> None:
     ya.square().sum().backward()
     yb.square().sum().backward()
     torch.testing.assert_close(plain.model.conv1.weight.grad, ckpt.model.conv1.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def _plain_attributes(module: torch.nn.Module) -> dict:
+    return {k: v for k, v in vars(module).items() if not isinstance(v, dict)}
+
+
+def test_token_backbone_forward_is_pure_and_traces() -> None:
+    """A ViT's forward_features gives tokens; the backbone decides that when built, not on its first forward (which
+    made forward mutate the module, so a trace recorded one path and its check run took the other)."""
+    net = create_backbone("vit_tiny_patch16_224", img_size=64).eval()
+    before = _plain_attributes(net)
+    x = _rand(2, 1, 64, 64)
+    with torch.no_grad():
+        first, second = net(x), net(x)
+    assert _plain_attributes(net) == before
+    assert first.shape == (2, 192, 4, 4)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    traced = torch.jit.trace(net, x)  # check_trace re-runs the module and compares the graphs
+    torch.testing.assert_close(traced(x), first)
+
+
+class _NoMeta(torch.nn.Module):
+    """A timm-like feature extractor whose forward cannot run on the meta device (it reads a value)."""
+
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)) * (1.0 + 0.0 * x.mean().item())
+
+
+def test_feature_probe_falls_back_to_a_real_batch_and_leaves_the_model_as_it_was() -> None:
+    model = _NoMeta()
+    stats = {k: v.clone() for k, v in model.bn.state_dict().items()}
+    net = Backbone(model)
+    assert not net.tokens and model.training
+    for key, value in model.bn.state_dict().items():
+        assert torch.equal(value, stats[key]), key  # the probe ran in eval mode: no running statistics moved
+    assert net(_rand(2, 1, 16, 16)).shape == (2, 4, 8, 8)

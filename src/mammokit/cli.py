@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from mammokit import INTENDED_USE
+from mammokit.errors import InvalidInputError, MammokitError
 
 app = typer.Typer(
     help=f"mammokit: mammography DICOM → trained, calibrated, explainable classifiers. {INTENDED_USE}",
@@ -32,6 +33,14 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log deb
 
 def _split_csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _seed_list(text: str) -> list[int]:
+    """`--seeds 0,1,2` as integers; anything else is the user's to fix."""
+    try:
+        return [int(s) for s in _split_csv(text) or []]
+    except ValueError:
+        raise InvalidInputError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
 @app.command()
@@ -169,7 +178,7 @@ def train(
 
     cfg = load_config(TrainConfig, config, set_)
     if seeds or folds:
-        seed_list = [int(s) for s in _split_csv(seeds)] if seeds else None
+        seed_list = _seed_list(seeds) if seeds else None
         run_dir = train_ensemble(cfg, seeds=seed_list, folds=folds)
     else:
         run_dir = run_train(cfg)
@@ -295,12 +304,16 @@ def demo(
     run_demo(out, exams=exams, test_exams=test_exams, external_exams=external_exams, seed=seed, echo=typer.echo)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+# mammokit's own errors, and file-system errors on a path the user gave; anything else (a plain ValueError from numpy
+# or torch included) is a bug and keeps its traceback
+USER_ERRORS = (MammokitError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
 
 
 def main() -> None:
-    """Console entry point: a bad file or option ends with one line naming it (exit status 2), not a traceback;
-    MAMMOKIT_TRACEBACK=1 shows the traceback."""
+    """Console entry point: a user error (`USER_ERRORS`) ends with one line naming it (exit status 2), not a
+    traceback, and MAMMOKIT_TRACEBACK=1 shows its traceback too; any other exception shows its traceback (exit
+    status 1)."""
     try:
         app()
     except USER_ERRORS as err:

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mammokit.errors import InvalidInputError
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -23,7 +25,7 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInputError):
     """A configuration file or override that cannot be used."""
 
 

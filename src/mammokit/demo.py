@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mammokit.config import load_config
+from mammokit.errors import InvalidInputError
 
 CONFIGS = Path(__file__).parent / "configs"
 DEMO_CONFIG = CONFIGS / "train_demo.yaml"
@@ -28,8 +29,8 @@ def check_existing_synth(synth_dir: Path, **wanted: object) -> None:
     wanted = {**wanted, "size_scale": SIZE_SCALE}
     differs = [f"{k} {made.get(k)!r} (wanted {v!r})" for k, v in wanted.items() if made.get(k) != v]
     if differs:
-        raise ValueError(f"{synth_dir} was generated with other settings: {', '.join(differs)}; delete its folder "
-                         "or choose another --out")
+        raise InvalidInputError(f"{synth_dir} was generated with other settings: {', '.join(differs)}; "
+                                "delete its folder or choose another --out")
 
 
 def prepare_store(root: str | Path, *, exams: int, seed: int, vendors: str | None = None, site: str = "site-A",

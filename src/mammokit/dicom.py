@@ -22,8 +22,6 @@ Pixel semantics, in order:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
 from dataclasses import dataclass, field
@@ -49,6 +47,8 @@ from mammokit.dicom_decode import (
     transfer_syntax_name,
 )
 from mammokit.dicom_film import FILM_SPACING_MM, film_signs
+from mammokit.errors import MammokitError
+from mammokit.ids import DEFAULT_ID_SALT, hash_id, resolve_salt
 
 __all__ = [
     "DECODERS",
@@ -65,8 +65,6 @@ __all__ = [
     "transfer_syntax_name",
 ]
 
-DEFAULT_ID_SALT = "mammokit-v1-public-salt"  # not secret: set MAMMOKIT_ID_SALT for real pseudonymisation
-ENV_SALT = "MAMMOKIT_ID_SALT"
 SPACING_RANGE_MM = (0.02, 0.5)  # plausible detector pixel spacing; outside it the value is flagged untrusted
 
 # Canonical views (ACR MQCM abbreviations used by CID 4014) and their meanings.
@@ -112,7 +110,7 @@ TOMOSYNTHESIS_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.13.1.3"})
 
 
 
-class DicomReadError(Exception):
+class DicomReadError(MammokitError):
     """A file that cannot be read as a single-frame grayscale mammogram.
 
     Attributes:
@@ -226,13 +224,6 @@ def _floats(ds: Any, keyword: str) -> tuple[float, ...] | None:
 def _int(ds: Any, keyword: str) -> int | None:
     value = _floats(ds, keyword)
     return int(value[0]) if value else None
-
-
-def hash_id(value: str | None, salt: str) -> str | None:
-    """Keyed hash (HMAC-SHA256, first 20 hex digits) of an identifier; None for a missing one."""
-    if not value:
-        return None
-    return hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()[:20]
 
 
 def _laterality(ds: Any, warnings: list[str]) -> tuple[str | None, str | None]:
@@ -463,7 +454,7 @@ def read_dicom(
         path: the DICOM file.
         pixels: False reads the header only (no Pixel Data, no decoding; for fast indexing) and
             returns `pixels=None`, `padding_mask=None`.
-        salt: key of the identifier hashes; default env `MAMMOKIT_ID_SALT`, else `DEFAULT_ID_SALT`.
+        salt: key of the identifier hashes; `mammokit.ids.resolve_salt` (env `MAMMOKIT_ID_SALT`, else the default).
         keep_ids: the user's opt-in to also return raw PatientID / AccessionNumber.
         backend: "auto" (fastest decoders, default) or "pydicom" (pydicom.pixels plugins); default
             env `MAMMOKIT_DICOM_BACKEND`.
@@ -513,7 +504,7 @@ def read_dicom(
     has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
     if "ModalityLUTSequence" in ds and has_rescale:
         warnings.append("both Modality LUT Sequence and Rescale tags present; the sequence is used")
-    salt = salt if salt is not None else os.environ.get(ENV_SALT) or DEFAULT_ID_SALT
+    salt = resolve_salt(salt)
     patient_id = _text(ds, "PatientID")
     study_uid = _text(ds, "StudyInstanceUID")
     accession = _text(ds, "AccessionNumber")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mammokit.errors import InvalidInputError
 from mammokit.evaluation.calibrators import calibration_from_config
 from mammokit.evaluation.evaluate import resolve_model_dir
 from mammokit.io import atomic_write, atomic_write_text
@@ -147,9 +148,9 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = 17, rto
     """
     out = Path(out)
     if out.suffix.lower() != ".onnx":
-        raise ValueError(f"--out {out}: the file name must end in .onnx")
+        raise InvalidInputError(f"--out {out}: the file name must end in .onnx")
     if not 11 <= opset <= 25:
-        raise ValueError(f"--opset {opset}: choose an ONNX opset between 11 and 25 (17 is well supported)")
+        raise InvalidInputError(f"--opset {opset}: choose an ONNX opset between 11 and 25 (17 is well supported)")
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
     batch = export_inputs(model, config, 1, seed)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -38,8 +37,9 @@ from mammokit import INTENDED_USE
 from mammokit.config import config_hash
 from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate, fit_into, view_slot
 from mammokit.datasets.index import scan
-from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, MammoImage, hash_id, read_dicom
+from mammokit.dicom import MammoImage, read_dicom
 from mammokit.dicom_film import FILM_DIGITIZERS
+from mammokit.errors import InvalidInputError, MissingInputError
 from mammokit.evaluation.calibrators import Calibrator, LevelCalibration, calibration_from_config
 from mammokit.evaluation.evaluate import resolve_model_dir
 from mammokit.evaluation.explain import (
@@ -51,6 +51,7 @@ from mammokit.evaluation.explain import (
     to_dicom_grid,
 )
 from mammokit.evaluation.inference import dataset_for
+from mammokit.ids import hash_id, resolve_salt
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.geometry import TransformRecord
@@ -70,7 +71,7 @@ COARSE_FACTOR = 1.5  # source pixels this many times the model's input spacing (
 FILM_VENDORS = (*FILM_DIGITIZERS, "FILM DIGITIZER")  # a training vendor named so means the model has seen film
 
 
-class StudyGroupingError(ValueError):
+class StudyGroupingError(InvalidInputError):
     """The files look like one exam whose headers disagree; the caller must say how to group them."""
 
 
@@ -132,13 +133,13 @@ def _card(config: dict[str, Any], model_dir: Path) -> dict[str, Any]:
 
 def _folder_key(relpath: str) -> str:
     """A stand-in exam id for files without study identifiers: a salted hash of their folder (never its name)."""
-    return "folder-" + (hash_id(str(Path(relpath).parent), _salt()) or "")[:16]
+    return "folder-" + (hash_id(str(Path(relpath).parent), resolve_salt()) or "")[:16]
 
 
 def _file_label(rel: str) -> str:
     """A file's name in output files: a salted hash of its relative path (folder and file names of PACS exports
     often hold patient names or UIDs); the real path is only logged to the console."""
-    return f"file #{hash_id(rel, _salt())[:10]}"
+    return f"file #{hash_id(rel, resolve_salt())[:10]}"
 
 
 def _scrub(text: str, labels: dict[str, str]) -> str:
@@ -170,7 +171,7 @@ def group_studies(index: pd.DataFrame, one_study: bool | None = None) -> tuple[p
     studies = index["exam_id"].nunique()
     patients = index["patient_id"].dropna().nunique()
     if one_study and studies > 1:
-        merged = "one-study-" + (hash_id("|".join(sorted(index["exam_id"].unique())), _salt()) or "")[:16]
+        merged = "one-study-" + (hash_id("|".join(sorted(index["exam_id"].unique())), resolve_salt()) or "")[:16]
         note = (f"--one-study: {len(index)} images whose headers name {studies} studies and {patients} patients "
                 "are predicted as one study")
         return index.assign(exam_id=merged), [note]
@@ -268,12 +269,7 @@ def _label(row: pd.Series) -> str:
 
 
 def _image_hash(row: pd.Series | dict[str, Any]) -> str:
-    return hash_id(str(row.get("sop_uid") or row.get("image_id")), _salt()) or "unknown"
-
-
-def _salt() -> str:
-    """The reader's identifier salt (same rule as `read_dicom`), so image hashes match the index's."""
-    return os.environ.get(ENV_SALT) or DEFAULT_ID_SALT
+    return hash_id(str(row.get("sop_uid") or row.get("image_id")), resolve_salt()) or "unknown"
 
 
 def _heatmaps(model: torch.nn.Module, batch: dict[str, Any], out: dict[str, Any], kind: str,
@@ -445,10 +441,10 @@ def predict_studies(
         ValueError: `heatmap` is unknown, or `study_dir` holds no usable DICOM file.
     """
     if heatmap not in HEATMAPS:
-        raise ValueError(f"heatmap must be one of {HEATMAPS}, got {heatmap!r}")
+        raise InvalidInputError(f"heatmap must be one of {HEATMAPS}, got {heatmap!r}")
     study_dir, out = Path(study_dir), Path(out)
     if not study_dir.is_dir():
-        raise FileNotFoundError(f"{study_dir}: not a folder (give the folder holding a study's DICOM files)")
+        raise MissingInputError(f"{study_dir}: not a folder (give the folder holding a study's DICOM files)")
     t0 = time.perf_counter()
     model_dir = resolve_model_dir(model_path)
     model, config = load_released(model_dir)
@@ -456,7 +452,7 @@ def predict_studies(
     try:
         calibration = calibration_from_config(config)
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{model_dir / 'config.json'}: bad calibration: {err}") from err
+        raise InvalidInputError(f"{model_dir / 'config.json'}: bad calibration: {err}") from err
     pre_cfg, model_warnings = preprocess_config_of(config)
     out.mkdir(parents=True, exist_ok=True)
     out_abs = out.resolve()
@@ -464,7 +460,7 @@ def predict_studies(
     index, skipped = _outside(result.images, out_abs), _outside(result.skipped, out_abs)
     if index.empty:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in zip(skipped["path"], skipped["reason"], strict=True))
-        raise ValueError(f"{study_dir}: no usable DICOM file found{' (' + reasons + ')' if reasons else ''}")
+        raise InvalidInputError(f"{study_dir}: no usable DICOM file found{' (' + reasons + ')' if reasons else ''}")
     index = index.assign(exam_id=[e if isinstance(e, str) and e else _folder_key(r)
                                   for e, r in zip(index["exam_id"], index["relpath"], strict=True)])
     index, grouping = group_studies(index, one_study)

@@ -43,7 +43,9 @@ __all__ = [
     "item_rng",
     "map_heatmap_back",
     "mix_batch",
+    "mix_targets",
     "mixup",
+    "replay_mix",
     "tta_transforms",
     "worker_init_fn",
 ]
@@ -59,7 +61,8 @@ class AugmentConfig:
     translation up to 4 % (horizontal only towards the chest wall, so the breast never detaches from it),
     crop jitter trimming up to 6 %, gamma 0.8-1.25, contrast 0.9-1.1 around the breast median, and noise whose
     variance is `gain * range * (x - background) + (sigma * range)**2`, range = max - background.
-    MixUp/CutMix are batch-level and off by default (`mix="none"`).
+    MixUp/CutMix are batch-level and off by default (`mix="none"`), applied by `mix_batch`; `mammokit train` takes
+    them from `data.mixup` / `data.cutmix` instead (`training.mixing`).
     """
 
     enabled: bool = True
@@ -556,29 +559,45 @@ def _check_batch(images: torch.Tensor, targets: torch.Tensor) -> None:
         )
 
 
+def _partners(perm: torch.Tensor | None, n: int, rng: np.random.Generator, device: torch.device) -> torch.Tensor:
+    """The given permutation of the batch, or a random one."""
+    if perm is None:
+        return torch.as_tensor(rng.permutation(n), device=device)
+    perm = torch.as_tensor(perm, device=device)
+    if sorted(perm.tolist()) != list(range(n)):
+        raise ValueError(f"perm {perm.tolist()} is not a permutation of the batch's {n} items")
+    return perm
+
+
 def mixup(
-    images: torch.Tensor, targets: torch.Tensor, *, alpha: float, rng: np.random.Generator
+    images: torch.Tensor, targets: torch.Tensor, *, alpha: float, rng: np.random.Generator,
+    perm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """MixUp along the batch: x = lam*x + (1-lam)*x[perm], same for targets; lam ~ Beta(alpha, alpha).
 
-    Works on whole images (N, C, H, W) or flattened patches; the record holds lam and the permutation.
+    Works on whole images (N, C, H, W) or flattened patches; the record holds lam and the permutation (drawn
+    unless `perm` is given, e.g. to pair only items of the same view layout).
     """
     _check_batch(images, targets)
     lam = float(rng.beta(alpha, alpha))
-    perm = torch.as_tensor(rng.permutation(images.shape[0]), device=images.device)
+    perm = _partners(perm, images.shape[0], rng, images.device)
     mixed = lam * images + (1.0 - lam) * images[perm]
     soft = targets.float()
     return mixed, lam * soft + (1.0 - lam) * soft[perm], {"mode": "mixup", "lam": lam, "perm": perm.tolist()}
 
 
 def cutmix(
-    images: torch.Tensor, targets: torch.Tensor, *, alpha: float, rng: np.random.Generator
+    images: torch.Tensor, targets: torch.Tensor, *, alpha: float, rng: np.random.Generator,
+    perm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """CutMix: paste a box from x[perm] and mix targets by the pasted area fraction (the actual, clipped box)."""
+    """CutMix: paste a box from x[perm] and mix targets by the pasted area fraction (the actual, clipped box).
+
+    The record's box is (y0, x0, y1, x1) in pixels of `images`; `perm` as in `mixup`.
+    """
     _check_batch(images, targets)
     height, width = images.shape[-2:]
     lam = float(rng.beta(alpha, alpha))
-    perm = torch.as_tensor(rng.permutation(images.shape[0]), device=images.device)
+    perm = _partners(perm, images.shape[0], rng, images.device)
     cut_h, cut_w = round(height * math.sqrt(1.0 - lam)), round(width * math.sqrt(1.0 - lam))
     cy, cx = int(rng.integers(height)), int(rng.integers(width))
     y0, y1 = max(cy - cut_h // 2, 0), min(cy - cut_h // 2 + cut_h, height)
@@ -587,8 +606,34 @@ def cutmix(
     mixed[..., y0:y1, x0:x1] = images[perm][..., y0:y1, x0:x1]
     lam_eff = 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
     soft = targets.float()
-    record = {"mode": "cutmix", "lam": lam_eff, "perm": perm.tolist(), "box": [y0, x0, y1, x1]}
+    record = {"mode": "cutmix", "lam": lam_eff, "perm": perm.tolist(), "box": [y0, x0, y1, x1],
+              "shape": [height, width]}
     return mixed, lam_eff * soft + (1.0 - lam_eff) * soft[perm], record
+
+
+def replay_mix(images: torch.Tensor, record: dict[str, Any]) -> torch.Tensor:
+    """Apply a `mixup` / `cutmix` record to other images of the same batch, e.g. a larger rendering of them (the
+    CutMix box scales to their (H, W))."""
+    if record["mode"] == "none":
+        return images
+    perm = torch.as_tensor(record["perm"], device=images.device)
+    if record["mode"] == "mixup":
+        return record["lam"] * images + (1.0 - record["lam"]) * images[perm]
+    fy, fx = images.shape[-2] / record["shape"][0], images.shape[-1] / record["shape"][1]
+    y0, x0, y1, x1 = record["box"]
+    rows, cols = slice(round(y0 * fy), round(y1 * fy)), slice(round(x0 * fx), round(x1 * fx))
+    mixed = images.clone()
+    mixed[..., rows, cols] = images[perm][..., rows, cols]
+    return mixed
+
+
+def mix_targets(targets: torch.Tensor, record: dict[str, Any]) -> torch.Tensor:
+    """Other targets (N, ...) of a mixed batch, mixed with the record's weight (NaN, unknown, stays unknown)."""
+    soft = targets.float()
+    if record["mode"] == "none":
+        return soft
+    perm = torch.as_tensor(record["perm"], device=targets.device)
+    return record["lam"] * soft + (1.0 - record["lam"]) * soft[perm]
 
 
 def mix_batch(

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mammokit.data.augment import Augment, item_rng
+from mammokit.errors import InvalidInputError
 from mammokit.preprocess.store import read_image
 
 VIEW_SLOTS: tuple[tuple[str, str], ...] = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
@@ -108,7 +109,7 @@ class ExamDataset(Dataset):
         if normalization not in NORMALISATIONS:
             raise ValueError(f"normalization must be one of {NORMALISATIONS}, got {normalization!r}")
         if normalization == "view_group" and not view_stats:
-            raise ValueError("normalization='view_group' needs view_stats (the store's view_stats.json)")
+            raise InvalidInputError("normalization='view_group' needs view_stats (the store's view_stats.json)")
         self.table = table.reset_index(drop=True)
         self.store = Path(store)
         self.level = level

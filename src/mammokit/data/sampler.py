@@ -19,6 +19,8 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from mammokit.errors import InvalidInputError
+
 __all__ = ["BalancedCaseSampler", "linear_ratio"]
 
 
@@ -77,7 +79,7 @@ class BalancedCaseSampler(Sampler[Any]):
         ratio_end = ratio_start if ratio_end is None else ratio_end
         for name, value in (("ratio_start", ratio_start), ("ratio_end", ratio_end)):
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value}: must be in [0, 1]")
+                raise InvalidInputError(f"{name}={value}: must be in [0, 1]")
         if ramp_epochs < 1:
             raise ValueError(f"ramp_epochs={ramp_epochs}: must be >= 1")
         if num_replicas is None:
@@ -99,9 +101,9 @@ class BalancedCaseSampler(Sampler[Any]):
             splits = np.cumsum(np.bincount(inverse, minlength=len(keys)))[:-1]
             self._pools[cls] = np.split(idx[order], splits) if len(idx) else []
         if max(ratio_start, ratio_end) > 0 and not self._pools[1]:
-            raise ValueError("labels: no positive item, but the positive ratio is above 0")
+            raise InvalidInputError("labels: no positive item, but the positive ratio is above 0")
         if min(ratio_start, ratio_end) < 1 and not self._pools[0]:
-            raise ValueError("labels: no negative item, but the positive ratio is below 1")
+            raise InvalidInputError("labels: no negative item, but the positive ratio is below 1")
         self.ratio_start, self.ratio_end, self.ramp_epochs = float(ratio_start), float(ratio_end), int(ramp_epochs)
         self.num_replicas, self.rank, self.seed = int(num_replicas), int(rank), int(seed)
         self.drop_last, self.with_epoch = drop_last, with_epoch

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from mammokit.errors import InvalidInputError
+
 __all__ = ["assign_splits", "check_patient_disjoint", "patient_kfold", "patient_table"]
 
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -84,7 +86,7 @@ def assign_splits(
     """
     fractions = dict(DEFAULT_FRACTIONS if fractions is None else fractions)
     if not fractions or any(v <= 0 for v in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
-        raise ValueError(f"fractions={fractions}: need positive shares that sum to 1")
+        raise InvalidInputError(f"fractions={fractions}: need positive shares that sum to 1")
     table = patient_table(df, patient_col=patient_col, label_col=label_col, site_col=site_col)
     names = list(fractions)
     buckets = _deal(table, np.array([fractions[n] for n in names], float), seed)
@@ -104,7 +106,7 @@ def patient_kfold(
     """K patient-disjoint folds as (train_idx, val_idx) positional row indices (for `df.iloc`), stratified."""
     table = patient_table(df, patient_col=patient_col, label_col=label_col, site_col=site_col)
     if not 2 <= k <= len(table):
-        raise ValueError(f"k={k}: need 2 <= k <= number of patients ({len(table)})")
+        raise InvalidInputError(f"k={k}: need 2 <= k <= number of patients ({len(table)})")
     buckets = _deal(table, np.full(k, 1.0 / k), seed)
     row_fold = df[patient_col].map(pd.Series(buckets, index=table.index)).to_numpy()
     return [(np.flatnonzero(row_fold != fold), np.flatnonzero(row_fold == fold)) for fold in range(k)]
@@ -116,4 +118,4 @@ def check_patient_disjoint(df: pd.DataFrame, *, split_col: str, patient_col: str
     counts = df.groupby(patient_col)[split_col].nunique()
     leaking = counts.index[counts > 1].tolist()
     if leaking:
-        raise ValueError(f"{split_col!r}: {len(leaking)} patient(s) in more than one split, e.g. {leaking[:5]}")
+        raise InvalidInputError(f"{split_col!r}: {len(leaking)} patient(s) in more than one split, e.g. {leaking[:5]}")

@@ -39,6 +39,7 @@ from mammokit.datasets.public_common import (
     set_patients,
 )
 from mammokit.dicom import DicomReadError, read_dicom
+from mammokit.errors import MissingInputError
 
 if TYPE_CHECKING:
     from mammokit.datasets.index import IndexResult
@@ -53,13 +54,13 @@ def locate_csvs(src: Path, labels: Path | None) -> list[Path]:
     if labels is not None and labels.is_file():
         return [labels]
     if labels is not None and not labels.is_dir():
-        raise FileNotFoundError(f"{labels}: label path for the cbis-ddsm adapter does not exist")
+        raise MissingInputError(f"{labels}: label path for the cbis-ddsm adapter does not exist")
     folders = [labels] if labels is not None else [src, *list(src.parents)[:2]]
     for folder in folders:
         found = sorted(folder.glob(CSV_GLOB))
         if found:
             return found
-    raise FileNotFoundError(f"cbis-ddsm adapter: no {CSV_GLOB} in {', '.join(map(str, folders))}; pass labels=PATH")
+    raise MissingInputError(f"cbis-ddsm adapter: no {CSV_GLOB} in {', '.join(map(str, folders))}; pass labels=PATH")
 
 
 def tcia_parts(cell: Any) -> tuple[str | None, str | None]:

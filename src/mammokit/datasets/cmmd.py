@@ -28,6 +28,7 @@ from mammokit.datasets.public_common import (
     resolve_salt,
     set_patients,
 )
+from mammokit.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from mammokit.datasets.index import IndexResult
@@ -54,11 +55,11 @@ def adapt_cmmd(result: IndexResult, src: Path, labels: Path | None, *, salt: str
     table["side"] = table["LeftRight"].map(canonical_side)
     bad = table[table["pid"].isna() | table["side"].isna()]
     if len(bad):
-        raise ValueError(f"{path}: rows {bad.index[:5].tolist()} lack ID1 or have LeftRight other than L/R")
+        raise InvalidInputError(f"{path}: rows {bad.index[:5].tolist()} lack ID1 or have LeftRight other than L/R")
     diagnosis = table["classification"].map(lambda v: (clean(v) or "").lower())
     unknown = diagnosis[~diagnosis.isin(["benign", "malignant"])]
     if len(unknown):
-        raise ValueError(f"{path}: classification must be Benign or Malignant, got {sorted(set(unknown))[:5]}")
+        raise InvalidInputError(f"{path}: classification must be Benign or Malignant, got {sorted(set(unknown))[:5]}")
     table["cancer"] = (diagnosis == "malignant").astype(int)
     table["benign"] = (diagnosis == "benign").astype(int)
     table["finding"] = table["abnormality"].map(clean) if "abnormality" in table.columns else None

@@ -35,6 +35,7 @@ from mammokit.datasets.public_common import (
     resolve_salt,
     set_patients,
 )
+from mammokit.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from mammokit.datasets.index import IndexResult
@@ -55,13 +56,14 @@ def read_inbreast_table(path: Path) -> pd.DataFrame:
     table = table.rename(columns={c: wanted[c.lower()] for c in table.columns if c.lower() in wanted})
     missing = [c for c in ("file", "birads") if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) 'File Name'/'Bi-Rads' ({missing}); found {list(table.columns)}")
+        raise InvalidInputError(f"{path}: missing column(s) 'File Name'/'Bi-Rads' ({missing}); "
+                                f"found {list(table.columns)}")
     file_no = table["file"].map(number)
     table = table[file_no.notna()].copy()  # the sheet ends with blank rows
     table["file"] = file_no[file_no.notna()].astype("int64").astype(str)
     repeated = table["file"][table["file"].duplicated()]
     if len(repeated):
-        raise ValueError(f"{path}: File Name repeated ({', '.join(repeated.head(5))})")
+        raise InvalidInputError(f"{path}: File Name repeated ({', '.join(repeated.head(5))})")
     return table.set_index("file")
 
 
@@ -71,7 +73,7 @@ def roi_boxes(xml: Path, malignant: int, file_id: str) -> list[dict[str, Any]]:
         with xml.open("rb") as fh:
             doc = plistlib.load(fh)
     except (plistlib.InvalidFileException, ValueError, OSError) as err:
-        raise ValueError(f"{xml}: not a readable INbreast plist ROI file: {err}") from err
+        raise InvalidInputError(f"{xml}: not a readable INbreast plist ROI file: {err}") from err
     boxes = []
     for image in doc.get("Images", []) if isinstance(doc, dict) else []:
         for n, roi in enumerate(image.get("ROIs", [])):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammokit.dicom import DicomReadError, read_dicom
+from mammokit.errors import InvalidInputError, MissingInputError
 
 SKIP_SUFFIXES = {".csv", ".json", ".png", ".txt", ".md", ".parquet", ".yaml", ".yml", ".jpg", ".jpeg", ".zip", ".gz"}
 LABEL_COLUMNS = ("cancer", "benign", "birads", "density")
@@ -99,7 +100,7 @@ def scan(src: str | Path, *, workers: int = 1, salt: str | None = None) -> Index
     """Read every DICOM header under `src` into an index; duplicates and refusals go to `skipped`."""
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"{src}: not a folder")
+        raise MissingInputError(f"{src}: not a folder")
     t0 = time.perf_counter()
     files = [str(p) for p in candidate_files(src)]
     jobs = [(chunk, str(src), salt) for chunk in _chunks(files, 256)]
@@ -140,7 +141,7 @@ def join_breast_labels(images: pd.DataFrame, labels: pd.DataFrame, source: str) 
     elif {"study_uid", "laterality"} <= set(labels.columns):
         keys = ["study_uid", "laterality"]
     else:
-        raise ValueError(f"{source}: label file needs a sop_uid column or study_uid + laterality columns")
+        raise InvalidInputError(f"{source}: label file needs a sop_uid column or study_uid + laterality columns")
     keep = keys + [c for c in (*LABEL_COLUMNS, "site", "split_group") if c in labels.columns]
     labels = labels[keep].drop_duplicates(keys)
     for k in keys:
@@ -176,7 +177,7 @@ def adapt_synth(result: IndexResult, src: Path, labels: Path | None, *, salt: st
     """Adapter for `mammokit synth` output: joins labels.csv (breast level) and lesions.csv (boxes)."""
     labels = labels or _find_upwards(src, "labels.csv")
     if labels is None:
-        raise FileNotFoundError(f"{src}: no labels.csv found here or in the two folders above (synth adapter)")
+        raise MissingInputError(f"{src}: no labels.csv found here or in the two folders above (synth adapter)")
     images = join_breast_labels(result.images, pd.read_csv(labels, dtype={"study_uid": str}), str(labels))
     lesions_path = labels.parent / "lesions.csv"
     lesions = (pd.read_csv(lesions_path, dtype={"sop_uid": str}) if lesions_path.is_file()
@@ -212,7 +213,7 @@ def build_index(src: str | Path, *, adapter: str = "generic", labels: str | Path
                 salt: str | None = None) -> IndexResult:
     """Scan `src` and join labels with the named adapter."""
     if adapter not in ADAPTERS:
-        raise ValueError(f"unknown adapter {adapter!r}; choose from {', '.join(ADAPTERS)}")
+        raise InvalidInputError(f"unknown adapter {adapter!r}; choose from {', '.join(ADAPTERS)}")
     src = Path(src)
     result = scan(src, workers=workers, salt=salt)
     if result.images.empty:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mammokit.dicom import DEFAULT_ID_SALT, ENV_SALT, VIEW_ALIASES, hash_id
+from mammokit.dicom import VIEW_ALIASES
+from mammokit.errors import InvalidInputError, MissingInputError
+from mammokit.ids import hash_id
+from mammokit.ids import resolve_salt as resolve_salt  # the adapters' salt rule: the reader's, one place
 
 if TYPE_CHECKING:
     from mammokit.datasets.index import IndexResult
@@ -29,11 +31,6 @@ log = logging.getLogger("mammokit.datasets")
 SHARED_COLUMNS = ("cancer", "benign", "birads", "density", "site", "split_group")
 NUMERIC_COLUMNS = ("cancer", "benign", "birads")
 DENSITY_LETTERS = {1: "A", 2: "B", 3: "C", 4: "D"}
-
-
-def resolve_salt(salt: str | None) -> str:
-    """The identifier-hash key exactly as `read_dicom` resolves it (argument, env MAMMOKIT_ID_SALT, default)."""
-    return salt if salt is not None else os.environ.get(ENV_SALT) or DEFAULT_ID_SALT
 
 
 def hash_patient(value: Any, salt: str) -> str | None:
@@ -53,14 +50,14 @@ def locate_label_file(src: Path, labels: Path | None, names: Sequence[str], data
     if labels is not None and labels.is_file():
         return labels
     if labels is not None and not labels.exists():
-        raise FileNotFoundError(f"{labels}: label path for the {dataset} adapter does not exist")
+        raise MissingInputError(f"{labels}: label path for the {dataset} adapter does not exist")
     folders = [labels] if labels is not None else [src, *list(src.parents)[:2]]
     for folder in folders:
         for name in names:
             if (folder / name).is_file():
                 return folder / name
     where = ", ".join(str(f) for f in folders)
-    raise FileNotFoundError(f"{dataset} adapter: none of {', '.join(names)} found in {where}; pass labels=PATH")
+    raise MissingInputError(f"{dataset} adapter: none of {', '.join(names)} found in {where}; pass labels=PATH")
 
 
 def read_table(path: Path, *, sep: str | None = ",", dtype: Any = str) -> pd.DataFrame:
@@ -75,7 +72,7 @@ def read_table(path: Path, *, sep: str | None = ",", dtype: Any = str) -> pd.Dat
         raise ImportError(f"{path}: reading {suffix} needs {err.name or 'an Excel reader'} "
                           f"(pip install openpyxl for .xlsx, xlrd for .xls) or a CSV export of the sheet") from err
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot parse the label table: {err}") from err
+        raise InvalidInputError(f"{path}: cannot parse the label table: {err}") from err
     table.columns = [str(c).strip() for c in table.columns]
     return table
 
@@ -84,7 +81,7 @@ def require_columns(table: pd.DataFrame, columns: Iterable[str], path: Path) -> 
     """Raise a ValueError naming the file and the missing columns."""
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+        raise InvalidInputError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
 
 
 def clean(value: Any) -> str | None:
@@ -132,7 +129,7 @@ def read_image_table(path: Path, required: Iterable[str]) -> pd.DataFrame:
     table["image_id"] = table["image_id"].map(clean)
     repeated = table["image_id"][table["image_id"].duplicated()]
     if len(repeated):
-        raise ValueError(f"{path}: image_id repeated ({', '.join(repeated.astype(str).head(5))})")
+        raise InvalidInputError(f"{path}: image_id repeated ({', '.join(repeated.astype(str).head(5))})")
     return table.set_index("image_id")
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mammokit import INTENDED_USE
+from mammokit.errors import InvalidInputError, MissingInputError
 from mammokit.evaluation.calibration import (
     brier_score,
     ece_if_calibrated,
@@ -49,7 +50,7 @@ def resolve_model_dir(path: str | Path) -> Path:
         return path
     if (path / "model" / "config.json").is_file():
         return path / "model"
-    raise FileNotFoundError(f"{path}: neither a released model (config.json) nor a run folder with model/")
+    raise MissingInputError(f"{path}: neither a released model (config.json) nor a run folder with model/")
 
 
 def run_splits(model_dir: Path) -> pd.DataFrame | None:
@@ -77,8 +78,8 @@ def select_split(table: pd.DataFrame, split: str | None, source: str | Path = "s
     chosen = table["split"] == split
     if not chosen.any():
         held = sorted(table["split"].dropna().astype(str).unique())
-        raise ValueError(f"{source}: no exams in split {split!r} (its splits: {', '.join(held) or 'none'}); "
-                         "pass --split all to use every exam")
+        raise InvalidInputError(f"{source}: no exams in split {split!r} (its splits: {', '.join(held) or 'none'}); "
+                                "pass --split all to use every exam")
     return table[chosen], split
 
 
@@ -344,7 +345,7 @@ def evaluate(model_path: str | Path, stores: list[str | Path], *, out: str | Pat
     `device` "auto" runs the model on the GPU when there is one; `num_workers` loader processes read the store
     (results do not depend on them)."""
     if not stores:
-        raise ValueError("evaluate needs at least one store (--data)")
+        raise InvalidInputError("evaluate needs at least one store (--data)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = resolve_model_dir(model_path)
@@ -385,8 +386,8 @@ def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", 
     model.to(resolve_device(device))
     table = with_run_splits(load_store_table(store), model_dir)
     if "split" not in table.columns:
-        raise ValueError(f"{store}: no splits recorded (in the store or the run's splits.csv): no {split!r} split "
-                         "to calibrate on")
+        raise InvalidInputError(f"{store}: no splits recorded (in the store or the run's splits.csv): "
+                                f"no {split!r} split to calibrate on")
     table, _ = select_split(table, split, store)
     res = run_inference(model, dataset_for(config, table, store), batch_size=batch_size, num_workers=num_workers)
     levels = build_levels(res, table)
@@ -396,7 +397,7 @@ def calibrate(model_path: str | Path, store: str | Path, *, split: str = "val", 
         df = df[df["label"].notna()]
         y = df["label"].to_numpy().astype(int)
         if len(np.unique(y)) < 2:
-            raise ValueError(f"{store}: the {split!r} split needs positive and negative {level}s to calibrate")
+            raise InvalidInputError(f"{store}: the {split!r} split needs positive and negative {level}s to calibrate")
         fitted[level] = fit_level_calibration(df["logit"].to_numpy(), y, method=method,
                                               groups=df["patient_id"].to_numpy(), seed=seed,
                                               source=f"{store} split={split} {level}s={len(df)}")

@@ -27,7 +27,7 @@ from timm.models import build_model_with_cfg, register_model
 from timm.models.byobnet import ByoBlockCfg, ByobNet, ByoModelCfg
 from torch import nn
 
-__all__ = ["Backbone", "WeightLoadError", "create_backbone", "load_weights", "map_radimagenet_keys"]
+__all__ = ["Backbone", "WeightLoadError", "create_backbone", "feature_ndim", "load_weights", "map_radimagenet_keys"]
 
 
 class WeightLoadError(RuntimeError):
@@ -74,16 +74,19 @@ class Backbone(nn.Module):
     Args:
         model: a timm model created with ``num_classes=0, global_pool=''``.
         channels_last: run in channels-last memory format (2-4x faster for narrow convolutions on CPU oneDNN).
+        in_chans: the model's input channels.
     """
 
-    def __init__(self, model: nn.Module, channels_last: bool = False) -> None:
+    def __init__(self, model: nn.Module, channels_last: bool = False, in_chans: int = 1) -> None:
         super().__init__()
         self.model = model
         self.num_features = int(model.num_features)
         info = getattr(model, "feature_info", None)
         self.reduction = int(info[-1]["reduction"]) if info else 32
         self.channels_last = channels_last
-        self._tokens = False  # set when forward_features gives tokens (ViT-like): use forward_intermediates instead
+        # decided here, once: forward is then a pure function of its input (tracing and torch.compile see one path)
+        self.tokens = feature_ndim(model, in_chans) != 4  # ViT-like: tokens, so forward uses forward_intermediates
+        self.nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
 
@@ -98,12 +101,53 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if not self._tokens:
-            y = self.model.forward_features(x)
-            if y.ndim == 4:
-                return y.permute(0, 3, 1, 2) if getattr(self.model, "output_fmt", "NCHW") == "NHWC" else y
-            self._tokens = True
-        return self.model.forward_intermediates(x, indices=1, intermediates_only=True, output_fmt="NCHW")[-1]
+        if self.tokens:
+            return self.model.forward_intermediates(x, indices=1, intermediates_only=True, output_fmt="NCHW")[-1]
+        y = self.model.forward_features(x)
+        return y.permute(0, 3, 1, 2) if self.nhwc else y
+
+
+class _Features(nn.Module):
+    """`forward_features` as a module's forward, for `torch.func.functional_call`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _probe_size(model: nn.Module) -> tuple[int, int]:
+    """An input (H, W) the model accepts: its patch embedding's fixed size, else its pretrained config's."""
+    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if fixed is not None:
+        return int(fixed[0]), int(fixed[1])
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (1, 224, 224))
+    return int(size[-2]), int(size[-1])
+
+
+def feature_ndim(model: nn.Module, in_chans: int = 1) -> int:
+    """Dimensions of `model.forward_features`' output: 4 for a feature map, 3 for tokens (ViT-like models).
+
+    Found by running it on shapes only (the meta device: no arithmetic, no memory); a model whose forward cannot
+    run there is probed on a real batch of two zero images in eval mode, without gradients.
+    """
+    shape = (2, in_chans, *_probe_size(model))
+    wrapped = _Features(model)
+    try:
+        meta = {k: torch.empty_like(v, device="meta") for k, v in [*wrapped.named_parameters(),
+                                                                   *wrapped.named_buffers()]}
+        with torch.no_grad():
+            return torch.func.functional_call(wrapped, meta, (torch.empty(shape, device="meta"),)).ndim
+    except Exception:  # an op without a meta kernel, a tensor attribute outside the module's state, ...
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return model.forward_features(torch.zeros(shape)).ndim
+        finally:
+            model.train(was_training)
 
 
 def create_backbone(
@@ -143,7 +187,7 @@ def create_backbone(
         model = timm.create_model(name, pretrained=False, **kwargs)
         if pretrained is not None:
             load_weights(model, pretrained, strict=strict)
-    backbone = Backbone(model, channels_last=channels_last)
+    backbone = Backbone(model, channels_last=channels_last, in_chans=in_chans)
     if grad_checkpointing:
         backbone.set_grad_checkpointing(True)
     return backbone

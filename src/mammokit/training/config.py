@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from mammokit.config import StrictModel
+
+BATCH_MIX_KEYS = ("mix", "mix_alpha", "p_mix")  # AugmentConfig's batch-level keys: set by data.mixup / data.cutmix
 
 
 class DataConfig(StrictModel):
@@ -24,8 +26,16 @@ class DataConfig(StrictModel):
     positive_ratio: float = 0.5  # fraction of positive cases per epoch at the start (case-level sampling)
     positive_ratio_end: float | None = None  # linearly scheduled to this by the last epoch (None: constant)
     augment: dict[str, Any] = Field(default_factory=dict)  # passed to mammokit.data.augment.build_augment
-    mixup: float = 0.0
-    cutmix: float = 0.0
+    mixup: float = Field(0.0, ge=0.0)  # MixUp's Beta(α, α) parameter for training batches (0 = off)
+    cutmix: float = Field(0.0, ge=0.0)  # CutMix's Beta(α, α) parameter (0 = off); with both on, each batch picks one
+
+    @field_validator("augment")
+    @classmethod
+    def _no_batch_mix(cls, value: dict[str, Any]) -> dict[str, Any]:
+        given = sorted(set(value) & set(BATCH_MIX_KEYS))
+        if given:
+            raise ValueError(f"augment keys {given} are batch-level: set data.mixup / data.cutmix (their α) instead")
+        return value
 
 
 class ModelConfig(StrictModel):
@@ -63,8 +73,18 @@ class StageConfig(StrictModel):
     freeze: list[str] = Field(default_factory=list)  # prefixes frozen even if matched by `train`
     lr: float | None = None  # overrides optim.lr for this stage
     backbone_lr: float | None = None
-    model_mode: str | None = None  # passed to model.set_mode() when the model has one (e.g. "global")
     loss: dict[str, Any] = Field(default_factory=dict)  # loss overrides for this stage (e.g. aux weights)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_model_mode(cls, data: Any) -> Any:
+        """`model_mode` did nothing and is gone; the `null` of older resolved configs (config.yaml) is dropped."""
+        if not isinstance(data, dict) or "model_mode" not in data:
+            return data
+        if data["model_mode"] is not None:
+            raise ValueError("model_mode was removed (no model has modes): a stage chooses what trains with its "
+                             "train / freeze prefixes and its loss weights")
+        return {k: v for k, v in data.items() if k != "model_mode"}
 
 
 class TrainerConfig(StrictModel):
@@ -97,3 +117,23 @@ class TrainConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="all", epochs=2)])
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @model_validator(mode="after")
+    def _one_input_size(self) -> TrainConfig:
+        """The data section sets the input size; the model's `image_size` / `full_size` follow from it."""
+        for key, want in input_sizes(self.data).items():
+            given = self.model.kwargs.get(key)
+            if given is not None and (want is None or [int(v) for v in given] != want):
+                raise ValueError(f"model.kwargs.{key}={given} contradicts the data section ({key} = {want} from "
+                                 f"data.input_size={list(self.data.input_size)}, data.full_scale="
+                                 f"{self.data.full_scale}): leave it out, it follows from the data")
+        self.model.kwargs = {**self.model.kwargs, **{k: v for k, v in input_sizes(self.data).items() if v}}
+        return self
+
+
+def input_sizes(data: DataConfig) -> dict[str, list[int] | None]:
+    """The model's input sizes as the loader produces them: `image_size` = input_size, `full_size` = input_size ×
+    full_scale (None without a separate full view)."""
+    h, w = (int(v) for v in data.input_size)
+    k = data.full_scale
+    return {"image_size": [h, w], "full_size": [h * k, w * k] if k else None}

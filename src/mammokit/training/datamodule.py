@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -14,6 +15,7 @@ from mammokit.data.augment import build_augment, loader_worker_kwargs
 from mammokit.data.dataset import ExamDataset, collate
 from mammokit.data.sampler import BalancedCaseSampler
 from mammokit.data.splits import assign_splits
+from mammokit.errors import InvalidInputError, MissingInputError
 from mammokit.training.config import DataConfig
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.2}
@@ -23,10 +25,10 @@ def load_store_table(store: str | Path) -> pd.DataFrame:
     """`preprocessed.parquet` of a store, with a clear error when the store is missing or empty."""
     path = Path(store) / "preprocessed.parquet"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run `mammokit preprocess` first")
+        raise MissingInputError(f"{path}: not found; run `mammokit preprocess` first")
     table = pd.read_parquet(path)
     if table.empty:
-        raise ValueError(f"{path}: the store holds no images")
+        raise InvalidInputError(f"{path}: the store holds no images")
     return table
 
 
@@ -40,6 +42,16 @@ def with_splits(table: pd.DataFrame, *, seed: int, fractions: dict[str, float] |
     split = assign_splits(work, patient_col="patient_id", label_col="_exam_label", site_col=site,
                           fractions=fractions or DEFAULT_FRACTIONS, seed=seed)
     return table.assign(split=split.values)
+
+
+def unique_items(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Validation rows gathered over ranks, each dataset item once (by its `index`), in item order.
+
+    The DDP validation sampler repeats items to give every rank the same length; a repeat left in would count twice
+    in the validation AUC that picks the best epoch.
+    """
+    _, first = np.unique(rows["index"], return_index=True)
+    return {k: v[first] for k, v in rows.items()}
 
 
 class MammoDataModule(L.LightningDataModule):
@@ -65,7 +77,7 @@ class MammoDataModule(L.LightningDataModule):
         rows = self.table[self.table["split"] == split]
         if rows.empty:
             present = sorted(self.table["split"].unique())
-            raise ValueError(f"split {split!r} is empty in {self.cfg.store} (splits present: {present})")
+            raise InvalidInputError(f"split {split!r} is empty in {self.cfg.store} (splits present: {present})")
         return ExamDataset(
             rows, self.cfg.store, level=self.cfg.level, input_size=self.cfg.input_size, full_scale=self.cfg.full_scale,
             normalization=self.cfg.normalization, view_stats=self.view_stats,
@@ -100,6 +112,8 @@ class MammoDataModule(L.LightningDataModule):
         return DataLoader(self.train_set, sampler=sampler, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
+        """In item order; under DDP each rank takes every world-th item, padded with repeats to the same length so
+        all ranks run the same steps (`unique_items` drops the repeats after the gather)."""
         trainer = self.trainer
         sampler = None
         if trainer is not None and trainer.world_size > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -9,12 +10,16 @@ import lightning as L
 import numpy as np
 import torch
 
+from mammokit.errors import InvalidInputError
 from mammokit.evaluation.metrics import roc_auc
 from mammokit.models import create_model
+from mammokit.training.datamodule import unique_items
 from mammokit.training.lesion_supervision import box_saliency_loss
 from mammokit.training.losses import MammoLoss
+from mammokit.training.mixing import mix_training_batch
 from mammokit.training.optim import build_optimizer
 
+MIX_STREAM = 1  # the batch-mix generator's own seed word, so it never shares a stream with the dropout seed
 MODEL_INPUT_KEYS = ("image", "images", "full", "view_mask", "laterality", "patch_boxes", "patch_mask")
 
 
@@ -30,7 +35,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: this machine has no CUDA GPU (use --device cpu or auto)")
+        raise InvalidInputError(f"device {device!r}: this machine has no CUDA GPU (use --device cpu or auto)")
     return resolved
 
 
@@ -65,6 +70,7 @@ class MammoModule(L.LightningModule):
         trainable: parameter-name prefixes to train ("all" = everything); frozen: prefixes to freeze.
         seed: model initialisation seed.
         box_saliency: weight of the lesion-box saliency loss (`training.lesion_supervision`; 0 = labels only).
+        mixup / cutmix: Beta(α, α) parameters of MixUp / CutMix on training batches (`training.mixing`; 0 = off).
     """
 
     def __init__(
@@ -81,6 +87,8 @@ class MammoModule(L.LightningModule):
         frozen: list[str] | None = None,
         seed: int = 0,
         box_saliency: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -88,9 +96,11 @@ class MammoModule(L.LightningModule):
         self.loss_fn = MammoLoss(loss_kwargs or {})
         self.set_trainable(trainable or ["all"], frozen or [])
         self._val: list[dict[str, np.ndarray]] = []
+        self.val_outputs: dict[str, np.ndarray] = {}
 
     def set_trainable(self, trainable: list[str], frozen: list[str]) -> None:
         """Train parameters whose name starts with a `trainable` prefix ("all" = all), minus `frozen` prefixes."""
+        check_prefixes(self.model, trainable, frozen)
         for name, p in self.model.named_parameters():
             on = "all" in trainable or any(name.startswith(t) for t in trainable)
             p.requires_grad_(on and not any(name.startswith(f) for f in frozen))
@@ -121,6 +131,7 @@ class MammoModule(L.LightningModule):
         torch.manual_seed(int(state.generate_state(1, np.uint64)[0]))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        batch = self._mix(batch, batch_idx)
         loss, parts, _ = self._step(batch)
         bs = len(batch["exam_id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -128,6 +139,14 @@ class MammoModule(L.LightningModule):
             if k != "total":
                 self.log(f"train/{k}", v, batch_size=bs)
         return loss
+
+    def _mix(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """MixUp / CutMix of a training batch, drawn from (seed, epoch, batch, rank) like the dropout masks."""
+        hp = self.hparams
+        rng = np.random.default_rng([int(hp.seed), self.current_epoch, batch_idx, self.global_rank, MIX_STREAM])
+        mixed, _ = mix_training_batch(batch, mixup_alpha=hp.get("mixup", 0.0), cutmix_alpha=hp.get("cutmix", 0.0),
+                                      rng=rng)
+        return mixed
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, _, outputs = self._step(batch)
@@ -139,6 +158,7 @@ class MammoModule(L.LightningModule):
             "breast_logits": outputs["breast_logits"].detach().float().cpu().numpy(),
             "breast_labels": batch["breast_labels"].cpu().numpy(),
             "breast_known": mask.cpu().numpy(),
+            "index": np.asarray(batch["index"]),
         })
 
     def on_validation_epoch_end(self) -> None:
@@ -146,7 +166,8 @@ class MammoModule(L.LightningModule):
             return
         cat = {k: np.concatenate([v[k] for v in self._val]) for k in self._val[0]}
         self._val.clear()
-        cat = {k: self._gather(v) for k, v in cat.items()}
+        cat = unique_items({k: self._gather(v) for k, v in cat.items()})  # DDP pads ranks with repeated items
+        self.val_outputs = cat  # what the validation AUCs below are computed from, one row per item
         ok = ~np.isnan(cat["exam_label"])
         exam_auc = _safe_auc(cat["exam_label"][ok], cat["exam_logit"][ok])
         known = cat["breast_known"].astype(bool) & ~np.isnan(cat["breast_labels"])
@@ -169,6 +190,27 @@ class MammoModule(L.LightningModule):
         opt, sched = build_optimizer(self.model, lr=hp.lr, weight_decay=hp.weight_decay, backbone_lr=hp.backbone_lr,
                                      total_steps=hp.total_steps, warmup_steps=warmup)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def parameter_prefixes(names: list[str], depth: int) -> list[str]:
+    """The distinct first `depth` dotted parts of parameter names, in model order."""
+    return list(dict.fromkeys(".".join(n.split(".")[:depth]) for n in names))
+
+
+def check_prefixes(model: torch.nn.Module, trainable: list[str], frozen: list[str]) -> None:
+    """Raise when a `train` or `freeze` prefix matches no parameter name: a typo would otherwise train or freeze
+    nothing, silently. The error names the prefix, the closest real prefixes and the model's top-level parts."""
+    names = [n for n, _ in model.named_parameters()]
+    for key, prefixes in (("train", [t for t in trainable if t != "all"]), ("freeze", frozen)):
+        for prefix in prefixes:
+            if any(n.startswith(prefix) for n in names):
+                continue
+            close = difflib.get_close_matches(prefix, parameter_prefixes(names, prefix.count(".") + 1), n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            parts = parameter_prefixes(names, 2)
+            shown = ", ".join(parts[:12]) + (", ..." if len(parts) > 12 else "")
+            raise InvalidInputError(f"{key} prefix {prefix!r} matches no parameter of the model{hint}. Parameter "
+                                    f"names start with: {shown}")
 
 
 def _safe_auc(y: np.ndarray, s: np.ndarray) -> float:

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from mammokit.errors import InvalidInputError
+
 
 def is_no_decay(name: str, param: torch.Tensor) -> bool:
     """Biases, norm weights and embeddings (all 1-D or named so) are not weight-decayed."""
@@ -44,7 +46,7 @@ def param_groups(
             "name": f"{'backbone' if in_backbone else 'head'}/{'no_decay' if no_decay else 'decay'}",
         })
     if not out:
-        raise ValueError("the model has no trainable parameters (is every part frozen?)")
+        raise InvalidInputError("the model has no trainable parameters (is every part frozen?)")
     return out
 
 

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mammokit import INTENDED_USE, __version__
+from mammokit.errors import InvalidInputError, MissingInputError
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.models import create_model
 
@@ -46,11 +47,25 @@ class EnsembleModel(nn.Module):
         return merged
 
 
+def is_weight_source(key: str) -> bool:
+    """Whether a model keyword names where initial weights come from (`global_pretrained`, `local_pretrained`)."""
+    return key == "pretrained" or key.endswith("_pretrained")
+
+
+def architecture(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Model keywords without the weight sources: what rebuilds the architecture that released weights fill."""
+    return {k: v for k, v in kwargs.items() if not is_weight_source(k)}
+
+
 def build_model(spec: dict[str, Any]) -> nn.Module:
-    """A model (or ensemble) from the `model` section of a released config."""
+    """A model (or ensemble) from the `model` section of a released config, randomly initialised.
+
+    Weight sources (``file:``, ``timm:``) are ignored, also in configs released before they were left out: the
+    weights are in model.safetensors, and loading must need neither the original file nor the network.
+    """
     if spec["name"] == "ensemble":
         return EnsembleModel([build_model(m) for m in spec["members"]])
-    return create_model(spec["name"], **spec.get("kwargs", {}))
+    return create_model(spec["name"], **architecture(spec.get("kwargs", {})))
 
 
 def save_released(out_dir: str | Path, model: nn.Module, config: dict[str, Any]) -> Path:
@@ -70,16 +85,16 @@ def load_released(path: str | Path, map_location: str = "cpu") -> tuple[nn.Modul
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{path}: no config.json (is this a released model folder?)")
+        raise MissingInputError(f"{path}: no config.json (is this a released model folder?)")
     config = json.loads(cfg_path.read_text())
     if config.get("format") != FORMAT:
-        raise ValueError(f"{cfg_path}: unknown format {config.get('format')!r} (expected {FORMAT})")
+        raise InvalidInputError(f"{cfg_path}: unknown format {config.get('format')!r} (expected {FORMAT})")
     model = build_model(config["model"])
     state = load_file(str(path / "model.safetensors"), device=map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the architecture (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]})")
+        raise InvalidInputError(f"{path}: weights do not match the architecture (missing {missing[:5]}, "
+                                f"unexpected {unexpected[:5]})")
     model.eval()
     return model, config
 

@@ -27,11 +27,12 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from mammokit.config import dump_config
 from mammokit.data.splits import patient_kfold
+from mammokit.errors import InvalidInputError
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.training.config import StageConfig, TrainConfig
 from mammokit.training.datamodule import MammoDataModule, load_store_table, with_splits
-from mammokit.training.module import MammoModule
-from mammokit.training.release import EnsembleModel, save_released
+from mammokit.training.module import MammoModule, check_prefixes
+from mammokit.training.release import EnsembleModel, architecture, is_weight_source, save_released
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +102,26 @@ def _steps_per_epoch(dm: MammoDataModule, world: int = 1) -> int:
     return max(1, math.ceil((n // world) / dm.cfg.batch_size))
 
 
-def _stage_module(cfg: TrainConfig, stage: StageConfig, total_steps: int) -> ResumeAwareModule:
+def _stage_module(cfg: TrainConfig, stage: StageConfig, total_steps: int, *, fresh: bool) -> ResumeAwareModule:
+    """The stage's module; only a `fresh` one (weights from nowhere else) runs the pretrained-weight loader."""
     loss_kwargs = {**cfg.loss.kwargs, **stage.loss}
     return ResumeAwareModule(
-        model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, loss_kwargs=loss_kwargs,
-        lr=stage.lr or cfg.optim.lr, backbone_lr=stage.backbone_lr or cfg.optim.backbone_lr,
+        model_name=cfg.model.name, model_kwargs=cfg.model.kwargs if fresh else architecture(cfg.model.kwargs),
+        loss_kwargs=loss_kwargs, lr=stage.lr or cfg.optim.lr, backbone_lr=stage.backbone_lr or cfg.optim.backbone_lr,
         weight_decay=cfg.optim.weight_decay, warmup_fraction=cfg.optim.warmup_fraction, total_steps=total_steps,
         trainable=stage.train, frozen=stage.freeze, seed=cfg.seed, box_saliency=cfg.loss.box_saliency,
+        mixup=cfg.data.mixup, cutmix=cfg.data.cutmix,
     )
+
+
+def check_stages(model: torch.nn.Module, stages: list[StageConfig]) -> None:
+    """Check every stage's `train:` / `freeze:` prefixes before the first stage starts (a typo in a late stage would
+    otherwise stop the run hours in)."""
+    for i, stage in enumerate(stages):
+        try:
+            check_prefixes(model, stage.train, stage.freeze)
+        except ValueError as err:
+            raise InvalidInputError(f"stages[{i}] ({stage.name}): {err}") from None
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -186,20 +199,18 @@ def train_stages(cfg: TrainConfig, run_dir: Path, table: pd.DataFrame,
         world = trainer.world_size if trainer is not None else 1
         total = math.ceil(_steps_per_epoch(dm, world) * stage.epochs / max(1, cfg.optim.accumulate))
         previous = module
-        module = _stage_module(cfg, stage, total)
+        last = stage_dir / "checkpoints" / "last.ckpt"
+        module = _stage_module(cfg, stage, total, fresh=previous is None and not finished and not last.is_file())
+        if previous is None:
+            check_stages(module.model, cfg.stages)
         module.datamodule_ref = dm
         if previous is not None:
             module.model.load_state_dict(previous.model.state_dict())
-        if stage.model_mode and hasattr(module.model, "set_mode"):
-            module.model.set_mode(stage.model_mode)
         if trainer is None:
             module.model.load_state_dict(torch.load(final, map_location="cpu", weights_only=True))
-            if stage.model_mode and hasattr(module.model, "set_mode"):
-                module.model.set_mode("full")
             history[stage.name] = json.loads(done_file.read_text())
             log.info("stage %s already done; skipped", stage.name)
             continue
-        last = stage_dir / "checkpoints" / "last.ckpt"
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -207,8 +218,6 @@ def train_stages(cfg: TrainConfig, run_dir: Path, table: pd.DataFrame,
         if best and Path(best).is_file():
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
-        if stage.model_mode and hasattr(module.model, "set_mode"):
-            module.model.set_mode("full")
         info = {"stage": stage.name, "seconds": round(time.perf_counter() - t0, 1), "best_checkpoint": best,
                 "best_score": float(score) if score is not None and torch.isfinite(score) else None,
                 "monitor": cfg.trainer.monitor, "epochs": stage.epochs}
@@ -264,6 +273,7 @@ def release_config(cfg: TrainConfig, table: pd.DataFrame, history: dict[str, Any
             "vendors": sorted(map(str, train.get("manufacturer", pd.Series(dtype=str)).dropna().unique())),
             "spacing_mm": float(train["spacing_mm"].median()) if "spacing_mm" in train else None,
             "stages": history,
+            "initial_weights": {k: v for k, v in cfg.model.kwargs.items() if is_weight_source(k) and v},
             "hardware": hardware(cfg.trainer.accelerator),
             "precision": resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator),
         },
@@ -288,7 +298,7 @@ def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: lis
     module, history = train_stages(cfg, run_dir, table, callbacks)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this function; one writes the results
         collect_metrics(run_dir)
-        spec = {"name": cfg.model.name, "kwargs": cfg.model.kwargs}
+        spec = {"name": cfg.model.name, "kwargs": architecture(cfg.model.kwargs)}  # the weights are in the release
         save_released(run_dir / "model", module.model, release_config(cfg, table, history, spec))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # the other ranks return once the released model exists (ensembles read it)
