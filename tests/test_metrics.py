@@ -147,13 +147,15 @@ def test_operating_points_match_brute_force_and_roc_curve() -> None:
             best = max(se for _, se, _ in ok)
             assert got["sensitivity"] == pytest.approx(best)
             assert got["sensitivity"] == pytest.approx(tpr[1 - fpr >= target].max())
-            assert got["threshold"] == min(t for t, se, _ in ok if se == best)
+            assert got["threshold"] == max(t for t, se, _ in ok if se == best)  # the most specific of them
+            assert got["specificity"] == max(sp for _, se, sp in ok if se == best)
             assert got["specificity"] >= target
             got2 = specificity_at_sensitivity(y, p, target)
             ok2 = [(t, se, sp) for t, se, sp in table if se >= target]
             best2 = max(sp for _, _, sp in ok2)
             assert got2["specificity"] == pytest.approx(best2)
-            assert got2["threshold"] == max(t for t, _, sp in ok2 if sp == best2)
+            assert got2["threshold"] == min(t for t, _, sp in ok2 if sp == best2)  # the most sensitive of them
+            assert got2["sensitivity"] == max(se for _, se, sp in ok2 if sp == best2)
             assert got2["sensitivity"] >= target
 
 

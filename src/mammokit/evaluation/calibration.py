@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike
 
+from mammokit.errors import InvalidInputError
+
 BIN_STRATEGIES = ("uniform", "quantile")
 
 
@@ -45,14 +47,20 @@ def _bin_index(p: np.ndarray, n_bins: int, strategy: str) -> tuple[np.ndarray, n
     if strategy == "quantile":
         if n_bins > p.size:
             raise ValueError(f"quantile bins: n_bins={n_bins} exceeds the {p.size} samples")
-        order = np.argsort(p, kind="stable")
+        sorted_p = np.sort(p)
         sizes = np.full(n_bins, p.size // n_bins) + (np.arange(n_bins) < p.size % n_bins)  # np.array_split sizes
-        index = np.empty(p.size, dtype=np.int64)
-        index[order] = np.repeat(np.arange(n_bins), sizes)
-        starts = np.r_[0, np.cumsum(sizes)[:-1]]
-        sorted_p = p[order]
-        return index, np.r_[sorted_p[starts], sorted_p[-1]]
+        by_position = np.repeat(np.arange(n_bins), sizes)
+        # tied scores all go to the bin of their first sorted position: bins depend on the scores, not the row order
+        index = by_position[np.searchsorted(sorted_p, p, side="left")]
+        return index, _quantile_edges(sorted_p, np.sort(index), n_bins)
     raise ValueError(f"strategy must be one of {BIN_STRATEGIES}, got {strategy!r}")
+
+
+def _quantile_edges(sorted_p: np.ndarray, sorted_bin: np.ndarray, n_bins: int) -> np.ndarray:
+    """Edges of equal-mass bins: each bin's lowest score, then the highest score; an empty bin (its share taken by
+    a tie in the bin below) gets the lower edge of the next non-empty bin."""
+    starts = np.searchsorted(sorted_bin, np.arange(n_bins), side="left")  # n when no later bin is filled
+    return np.r_[np.r_[sorted_p, sorted_p[-1]][starts], sorted_p[-1]]
 
 
 def reliability_diagram(y: ArrayLike, p: ArrayLike, n_bins: int = 10, strategy: str = "uniform") -> dict[str, Any]:
@@ -62,7 +70,8 @@ def reliability_diagram(y: ArrayLike, p: ArrayLike, n_bins: int = 10, strategy: 
         y, p: labels (0/1) and predicted probabilities of the positive class.
         n_bins: number of bins.
         strategy: "uniform" (equal-width bins on [0, 1]) or "quantile" (equal-mass: the samples sorted by p split
-            into n_bins groups whose sizes differ by at most one; tied scores may fall in neighbouring bins).
+            into n_bins groups whose sizes differ by at most one, except that tied scores stay together in the bin
+            of the first of them, which can leave the next bin smaller or empty).
 
     Returns:
         {"bin_edges", "bin_centers", "accuracy" (share of positives), "confidence" (mean p), "counts"}; empty bins
@@ -137,7 +146,8 @@ def fit_temperature(
 ) -> float:
     """Temperature T minimising the NLL of logits / T on held-out labels (Guo et al. 2017).
 
-    Optimises log T (so T stays positive) with L-BFGS and a strong-Wolfe line search, in float64.
+    Optimises log T (so T stays positive) with L-BFGS and a strong-Wolfe line search, in float64. Labels of one
+    class are refused: the NLL then falls towards T = ∞ or has a minimum that says nothing about calibration.
 
     Args:
         logits: (N,) binary logits (one per sample, sigmoid sense) or (N, C) multi-class logits.
@@ -156,6 +166,10 @@ def fit_temperature(
         raise ValueError("fit_temperature: binary labels must be 0 or 1")
     if z.ndim == 2 and (((t < 0) | (t >= z.shape[1])).any() or (t != t.round()).any()):
         raise ValueError(f"fit_temperature: class labels must be integers in [0, {z.shape[1]})")
+    if t.unique().numel() < 2:
+        raise InvalidInputError(f"fit_temperature: all {t.numel()} labels are {t[0].item():g}; a temperature needs "
+                                "cases of two classes (positive and negative): on one class its NLL says nothing "
+                                "about calibration")
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
         [log_t], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol, line_search_fn="strong_wolfe"

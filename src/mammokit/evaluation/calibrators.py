@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
+from mammokit.errors import InvalidInputError
 from mammokit.evaluation.calibration import fit_temperature
 
 METHODS = ("temperature", "beta")
@@ -56,7 +57,7 @@ def fit_beta_calibration(logits: ArrayLike, labels: ArrayLike) -> tuple[float, f
     """(a, b, c) minimising the NLL of a·log σ(z) − b·log σ(−z) + c, with a, b ≥ 0 (L-BFGS-B, analytic gradient)."""
     z, y = _binary(logits, labels, "fit_beta_calibration")
     if y.min() == y.max():
-        raise ValueError("fit_beta_calibration: needs positive and negative cases")
+        raise InvalidInputError("fit_beta_calibration: needs positive and negative cases")
     features = np.stack([log_expit(z), -log_expit(-z), np.ones_like(z)], axis=1)
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:

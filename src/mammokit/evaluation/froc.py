@@ -12,11 +12,17 @@ Counting: a lesion is detected at threshold t when any candidate hitting it scor
 once, at the score of its best hitting candidate. Other candidates hitting an already-counted lesion are neither
 TP nor FP; a candidate that hits no lesion is a false positive. A candidate hitting two lesions detects both.
 
-Sensitivity at a given FP rate is read from the curve's upper envelope (best sensitivity at each distinct FP/image
-value) by linear interpolation between operating points (the expected performance of randomising between two
-thresholds, as in the LUNA16 CPM); below the first point the curve starts at (0, sensitivity with no FP), and
-beyond the last point the sensitivity stays at its final value (no candidates remain). "step" interpolation uses
-the best operating point with FP/image <= the rate instead (what a single fixed threshold achieves).
+Reading sensitivity at a FP/image rate (`interpolation`, named in `froc_summary`'s output):
+    "step" (default): the field's convention, as LUNA16's `computeFROC` and MONAI's `compute_froc_score` read the
+        curve (`np.interp` through every operating point). Consecutive thresholds add false positives (a flat
+        step) or lesions (a vertical one), so a rate reads the best operating point with FP/image <= the rate; only
+        a false positive tied with a lesion at one score makes a sloped segment (a random tie-break's expected
+        value). MONAI also drops the lowest score's operating point (normally a missed lesion's 0 there).
+    "linear": linear between the points of the curve's upper envelope (best sensitivity per FP/image value), as
+        mammokit reported before: it reads higher wherever a rate falls between two FP counts (0.6375 where LUNA16
+        and MONAI give 0.600), so it is used only when asked for by name.
+Both start at (0 FP, the sensitivity reached without a false positive) and hold the final sensitivity beyond the
+last operating point (no candidates remain).
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ from numpy.typing import ArrayLike
 from scipy import ndimage
 
 DEFAULT_FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0)
+DEFAULT_INTERPOLATION = "step"
+CONVENTIONS = {  # how each reading is named in metrics.json and the report
+    "step": "step: the best operating point at or below each FP/image rate (LUNA16's computeFROC, MONAI's "
+            "compute_froc_score)",
+    "linear": "linear interpolation between the upper envelope's operating points (reads higher than LUNA16 and "
+              "MONAI)",
+}
 
 
 @dataclass(frozen=True)
@@ -159,22 +172,35 @@ def froc_curve(
     )
 
 
+def reading_points(curve: FROCCurve, interpolation: str = DEFAULT_INTERPOLATION) -> tuple[np.ndarray, np.ndarray]:
+    """The (FP/image, sensitivity) vertices that `interpolation` reads between, piecewise linearly and flat beyond
+    the last: every operating point for "step", the upper envelope's points for "linear" (module docstring)."""
+    if interpolation == "step":
+        return curve.fp_per_image, curve.sensitivity
+    if interpolation == "linear":
+        fpi, idx = np.unique(curve.fp_per_image, return_inverse=True)
+        best = np.full(fpi.size, -np.inf)
+        np.maximum.at(best, idx.ravel(), curve.sensitivity)
+        return fpi, np.maximum.accumulate(best)  # envelope: more FP never lowers the best sensitivity
+    raise ValueError(f"interpolation must be one of {sorted(CONVENTIONS)}, got {interpolation!r}")
+
+
 def sensitivity_at_fp_rates(
-    curve: FROCCurve, fp_rates: Sequence[float] = DEFAULT_FP_RATES, interpolation: str = "linear"
+    curve: FROCCurve, fp_rates: Sequence[float] = DEFAULT_FP_RATES, interpolation: str = DEFAULT_INTERPOLATION
 ) -> np.ndarray:
-    """Sensitivity at each FP/image rate, read from the curve as the module docstring describes."""
+    """Sensitivity at each FP/image rate, read from the curve by `interpolation` (module docstring)."""
     rates = np.asarray(fp_rates, dtype=np.float64)
     if np.any(rates < 0):
         raise ValueError(f"fp_rates must be >= 0, got {list(fp_rates)}")
-    fpi, idx = np.unique(curve.fp_per_image, return_inverse=True)
-    best = np.full(fpi.size, -np.inf)
-    np.maximum.at(best, idx.ravel(), curve.sensitivity)
-    best = np.maximum.accumulate(best)  # envelope: more FP never lowers the best sensitivity
-    if interpolation == "linear":
-        return np.interp(rates, fpi, best)  # flat beyond the last point
-    if interpolation == "step":
-        return best[np.searchsorted(fpi, rates, side="right") - 1]
-    raise ValueError(f"interpolation must be 'linear' or 'step', got {interpolation!r}")
+    fpi, sens = reading_points(curve, interpolation)
+    # np.interp, with repeated x values (a threshold that adds only lesions) read at the last of them, as LUNA16 and
+    # MONAI get from np.interp, whose result for repeated x numpy does not document
+    j = np.searchsorted(fpi, rates, side="right") - 1
+    nxt = np.minimum(j + 1, fpi.size - 1)
+    width = fpi[nxt] - fpi[j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(width > 0, (rates - fpi[j]) / width, 0.0)
+    return sens[j] + share * (sens[nxt] - sens[j])
 
 
 def froc_summary(
@@ -185,9 +211,10 @@ def froc_summary(
     fp_rates: Sequence[float] = DEFAULT_FP_RATES,
     criterion: str = "center",
     iou_threshold: float = 0.1,
-    interpolation: str = "linear",
+    interpolation: str = DEFAULT_INTERPOLATION,
 ) -> dict[str, object]:
-    """FROC curve plus the mean sensitivity over `fp_rates` (a CPM-style score), as a JSON-ready dict."""
+    """FROC curve plus the mean sensitivity over `fp_rates` (a CPM-style score), as a JSON-ready dict that names
+    how the sensitivities were read (`interpolation` and its `convention` in words)."""
     curve = froc_curve(candidates, scores, lesions, criterion=criterion, iou_threshold=iou_threshold)
     sens = sensitivity_at_fp_rates(curve, fp_rates, interpolation)
     return {
@@ -197,6 +224,7 @@ def froc_summary(
         "n_lesions": curve.n_lesions,
         "criterion": criterion if criterion == "center" else f"iou>={iou_threshold:g}",
         "interpolation": interpolation,
+        "convention": CONVENTIONS[interpolation],
         "curve": {"fp_per_image": curve.fp_per_image.tolist(), "sensitivity": curve.sensitivity.tolist()},
     }
 

@@ -193,38 +193,37 @@ def _operating_table(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def sensitivity_at_specificity(y: ArrayLike, p: ArrayLike, specificity: float = 0.9) -> dict[str, float]:
     """Best sensitivity among thresholds whose specificity is at least `specificity`.
 
-    The threshold returned is the lowest (over the distinct scores, and +inf) that achieves specificity >=
-    the target, i.e. the one maximising sensitivity; a case is positive when p >= threshold. The achieved
-    specificity is returned too, since with few negatives it can exceed the target.
+    Among the thresholds (the distinct scores, and +inf) that reach the target and give that best sensitivity, the
+    one returned is the highest, the most specific of them: lowering a threshold past negatives only costs
+    specificity. A case is positive when p >= threshold. The achieved specificity is returned too, since with few
+    negatives it can exceed the target.
     """
     y_arr, p_arr = _check_binary(y, p, "sensitivity_at_specificity")
     _check_both_classes(y_arr, "sensitivity_at_specificity")
     if not 0.0 <= specificity <= 1.0:
         raise ValueError(f"sensitivity_at_specificity: specificity must be in [0, 1], got {specificity}")
     thr, sens, spec = _operating_table(y_arr, p_arr)
-    i = int(np.flatnonzero(spec >= specificity - 1e-12)[0])  # spec grows with t: first hit = lowest threshold
-    return {
-        "target": float(specificity),
-        "sensitivity": float(sens[i]),
-        "specificity": float(spec[i]),
-        "threshold": float(thr[i]),
-    }
+    ok = spec >= specificity - 1e-12
+    i = int(np.flatnonzero(ok & (sens == sens[ok].max()))[-1])  # spec grows with t: the last is the most specific
+    return _operating_point(specificity, sens[i], spec[i], thr[i])
 
 
 def specificity_at_sensitivity(y: ArrayLike, p: ArrayLike, sensitivity: float = 0.9) -> dict[str, float]:
-    """Best specificity among thresholds whose sensitivity is at least `sensitivity` (the highest such threshold)."""
+    """Best specificity among thresholds whose sensitivity is at least `sensitivity`; among those giving it, the
+    lowest threshold, the most sensitive of them."""
     y_arr, p_arr = _check_binary(y, p, "specificity_at_sensitivity")
     _check_both_classes(y_arr, "specificity_at_sensitivity")
     if not 0.0 <= sensitivity <= 1.0:
         raise ValueError(f"specificity_at_sensitivity: sensitivity must be in [0, 1], got {sensitivity}")
     thr, sens, spec = _operating_table(y_arr, p_arr)
-    i = int(np.flatnonzero(sens >= sensitivity - 1e-12)[-1])  # sens falls with t: last hit = highest threshold
-    return {
-        "target": float(sensitivity),
-        "sensitivity": float(sens[i]),
-        "specificity": float(spec[i]),
-        "threshold": float(thr[i]),
-    }
+    ok = sens >= sensitivity - 1e-12
+    i = int(np.flatnonzero(ok & (spec == spec[ok].max()))[0])  # sens falls with t: the first is the most sensitive
+    return _operating_point(sensitivity, sens[i], spec[i], thr[i])
+
+
+def _operating_point(target: float, sensitivity: float, specificity: float, threshold: float) -> dict[str, float]:
+    return {"target": float(target), "sensitivity": float(sensitivity), "specificity": float(specificity),
+            "threshold": float(threshold)}
 
 
 def average_precision(y: ArrayLike, p: ArrayLike) -> float:

@@ -22,7 +22,7 @@ from matplotlib.patches import Rectangle
 from numpy.typing import ArrayLike
 
 from mammokit.evaluation.calibration import reliability_diagram
-from mammokit.evaluation.froc import FROCCurve
+from mammokit.evaluation.froc import DEFAULT_INTERPOLATION, FROCCurve, reading_points
 from mammokit.evaluation.metrics import _check_binary, _check_both_classes, _cluster_index
 
 PLOT_SIZE = (5.0, 3.9)  # inches; at PLOT_DPI ~ 650 px wide, shown at half the 1366-px page width
@@ -232,19 +232,13 @@ def plot_froc(curve: FROCCurve, summary: Mapping[str, Any]) -> Figure:
     """FROC curve (lesion sensitivity vs false positives per image) with the summary's operating points marked."""
     fig = Figure(figsize=PLOT_SIZE)
     ax = fig.add_subplot()
-    # draw exactly what `froc.sensitivity_at_fp_rates` reads: the upper envelope, linear or step between points
-    fpi, idx = np.unique(curve.fp_per_image, return_inverse=True)
-    best = np.full(fpi.size, -np.inf)
-    np.maximum.at(best, idx.ravel(), curve.sensitivity)
-    best = np.maximum.accumulate(best)
+    # draw exactly what `froc.sensitivity_at_fp_rates` reads: a line through the vertices it interpolates between
+    fpi, best = reading_points(curve, str(summary.get("interpolation", DEFAULT_INTERPOLATION)))
     rates = [float(r) for r in summary["sensitivity_at_fp"]]
     sens = [float(v) for v in summary["sensitivity_at_fp"].values()]
     x_max = max(max(rates, default=1.0), float(fpi[-1])) * 1.06
     xs, ys = np.r_[fpi, x_max], np.r_[best, best[-1]]  # flat beyond the last point, as the reader assumes
-    if summary.get("interpolation") == "step":
-        ax.step(xs, ys, where="post", color="#5b3c99", lw=1.8, label="FROC")
-    else:
-        ax.plot(xs, ys, color="#5b3c99", lw=1.8, label="FROC")
+    ax.plot(xs, ys, color="#5b3c99", lw=1.8, label="FROC")
     ax.plot(rates, sens, "o", color="#b42318", ms=5, label=f"mean sensitivity {summary['mean_sensitivity']:.3f}")
     for r, s in zip(rates, sens, strict=True):
         ax.annotate(f"{s:.2f}", (r, s), textcoords="offset points", xytext=(0, -13), ha="center", fontsize=7)

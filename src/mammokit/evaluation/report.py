@@ -518,8 +518,9 @@ def render_report(ctx: ReportContext) -> str:
     if ctx.froc is not None:
         froc = {"rows": [[f"{r} FP/image", fmt_pct(s)] for r, s in ctx.froc["sensitivity_at_fp"].items()],
                 "mean": fmt_num(ctx.froc["mean_sensitivity"]), "criterion": ctx.froc.get("criterion", ""),
-                "interpolation": ctx.froc.get("interpolation", ""), "n_lesions": ctx.froc["n_lesions"],
-                "n_images": ctx.froc["n_images"], "candidates": ctx.froc.get("candidates", "")}
+                "convention": ctx.froc.get("convention") or f"{ctx.froc.get('interpolation', '')} interpolation",
+                "n_lesions": ctx.froc["n_lesions"], "n_images": ctx.froc["n_images"],
+                "candidates": ctx.froc.get("candidates", "")}
     created = ctx.created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return _environment().get_template("report.html").render(
         title=ctx.title, created=created, version=__version__, intended_use=INTENDED_USE,
