@@ -9,14 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from mammokit.evaluation.calibration import expected_calibration_error
-from mammokit.evaluation.calibrators import (
-    Calibrator,
-    LevelCalibration,
-    calibration_from_config,
-    cross_validated_nll,
-    fit_beta_calibration,
-    fit_level_calibration,
-)
+from mammokit.evaluation.calibrators import cross_validated_nll, fit_beta_calibration, fit_level_calibration
+from mammokit.release.calibration import Calibrator, LevelCalibration, calibration_from_config
 
 
 def _draw(n: int, true_logit, seed: int) -> tuple[np.ndarray, np.ndarray]:

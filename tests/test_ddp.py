@@ -65,7 +65,8 @@ class ValidationRows(L.Callback):
 
 def uneven_val_table(store: Path) -> pd.DataFrame:
     """The store's default split with one more patient moved to `val`: 3 validation exams for 2 ranks."""
-    from mammokit.training.datamodule import load_store_table, with_splits
+    from mammokit.release.store_table import load_store_table
+    from mammokit.training.datamodule import with_splits
 
     table = with_splits(load_store_table(store), seed=0)
     moved = sorted(table.loc[table["split"] == "train", "patient_id"].unique())[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mammokit.training.module import model_inputs, resolve_device
+from mammokit.release.device import model_inputs, resolve_device
 
 
 def test_auto_is_the_gpu_only_when_there_is_one() -> None:

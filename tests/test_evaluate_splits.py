@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mammokit.evaluation.evaluate import select_split, training_overlap, with_run_splits
+from mammokit.evaluation.evaluate import select_split, training_overlap
+from mammokit.release.store_table import with_run_splits
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mammokit.cli import app
 from mammokit.export import OUTPUT_NAMES, OnnxMismatchError, check_onnx, export_inputs, export_onnx
 from mammokit.models import create_model
-from mammokit.training.release import load_released, save_released
+from mammokit.release.model import load_released, save_released
 
 KW = {"preset": "cpu", "image_size": [64, 40], "full_size": [128, 80], "patch_size": 16, "num_patches": 2}
 INPUT = {"input_size": [64, 40], "full_scale": 2, "normalization": "image", "view_stats": {}}

@@ -7,7 +7,7 @@ import pytest
 
 from mammokit.evaluation.inference import dataset_for, run_inference
 from mammokit.models import create_model
-from mammokit.training.datamodule import load_store_table
+from mammokit.release.store_table import load_store_table
 
 MODEL_KWARGS = {"preset": "cpu", "image_size": [64, 40], "full_size": [128, 80], "patch_size": 16, "num_patches": 2,
                 "dropout": 0.3}

@@ -25,14 +25,14 @@ from mammokit.cli import app
 from mammokit.config import config_hash
 from mammokit.datasets.index import scan
 from mammokit.dicom import DEFAULT_ID_SALT, hash_id, read_dicom
-from mammokit.evaluation.calibrators import Calibrator, LevelCalibration
 from mammokit.evaluation.inference import dataset_for, run_inference
 from mammokit.models import create_model
 from mammokit.predict import predict_studies, preprocess_config_of
 from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.pipeline import run_pipeline
+from mammokit.release.calibration import Calibrator, LevelCalibration
+from mammokit.release.model import load_released, save_released, set_calibration
 from mammokit.synth import PHI_PATTERNS, generate
-from mammokit.training.release import load_released, save_released, set_calibration
 
 TEMPERATURE = 2.0
 MODEL_KWARGS = {"preset": "cpu", "image_size": [64, 40], "full_size": [128, 80], "patch_size": 16, "num_patches": 2}

@@ -14,8 +14,8 @@ from safetensors.torch import save_file
 
 from mammokit.models import create_backbone
 from mammokit.predict import predict_studies
-from mammokit.training.module import model_inputs
-from mammokit.training.release import load_released
+from mammokit.release.device import model_inputs
+from mammokit.release.model import load_released
 from mammokit.training.run import train
 from test_training import val_batch
 

@@ -14,7 +14,6 @@ from sklearn.metrics import roc_curve
 from browser import find_chromium, render_checks
 from mammokit import INTENDED_USE
 from mammokit.evaluation.calibration import apply_temperature, expected_calibration_error, fit_temperature
-from mammokit.evaluation.calibrators import Calibrator
 from mammokit.evaluation.froc import froc_curve, froc_summary
 from mammokit.evaluation.metrics import bootstrap_auc, summarize
 from mammokit.evaluation.plots import plot_case, plot_froc, roc_bootstrap, tpr_at, weighted_roc
@@ -30,6 +29,7 @@ from mammokit.evaluation.report import (
     render_report,
     write_report,
 )
+from mammokit.release.calibration import Calibrator
 
 # ------------------------------------------------------------------------------------------ synthetic inputs
 

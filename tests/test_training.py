@@ -14,8 +14,9 @@ import torch
 import yaml
 
 from mammokit.data.dataset import ExamDataset, collate
-from mammokit.training.module import MammoModule, model_inputs
-from mammokit.training.release import EnsembleModel, load_released
+from mammokit.release.device import model_inputs
+from mammokit.release.model import EnsembleModel, load_released
+from mammokit.training.module import MammoModule
 from mammokit.training.run import _strategy, train, train_ensemble
 
 

@@ -30,10 +30,9 @@ import torch
 from torch import nn
 
 from mammokit.errors import InvalidInputError
-from mammokit.evaluation.calibrators import calibration_from_config
-from mammokit.evaluation.evaluate import resolve_model_dir
 from mammokit.io import atomic_write, atomic_write_text
-from mammokit.training.release import load_released
+from mammokit.release.calibration import calibration_from_config
+from mammokit.release.model import load_released, resolve_model_dir
 
 __all__ = ["OUTPUT_NAMES", "ExportResult", "OnnxMismatchError", "check_onnx", "export_inputs", "export_onnx"]
 

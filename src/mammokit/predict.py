@@ -40,8 +40,6 @@ from mammokit.datasets.index import scan
 from mammokit.dicom import MammoImage, read_dicom
 from mammokit.dicom_film import FILM_DIGITIZERS
 from mammokit.errors import InvalidInputError, MissingInputError
-from mammokit.evaluation.calibrators import Calibrator, LevelCalibration, calibration_from_config
-from mammokit.evaluation.evaluate import resolve_model_dir
 from mammokit.evaluation.explain import (
     gradcam,
     input_boxes_to_dicom,
@@ -57,8 +55,9 @@ from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.geometry import TransformRecord
 from mammokit.preprocess.pipeline import run_pipeline
 from mammokit.preprocess.stats import view_group
-from mammokit.training.module import model_inputs, resolve_device
-from mammokit.training.release import load_released
+from mammokit.release.calibration import Calibrator, LevelCalibration, calibration_from_config
+from mammokit.release.device import model_inputs, resolve_device
+from mammokit.release.model import load_released, resolve_model_dir
 
 log = logging.getLogger(__name__)
 __all__ = ["HEATMAPS", "StudyGroupingError", "StudyPrediction", "group_studies", "predict", "predict_studies",

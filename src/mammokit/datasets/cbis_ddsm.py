@@ -42,7 +42,7 @@ from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.errors import MissingInputError
 
 if TYPE_CHECKING:
-    from mammokit.datasets.index import IndexResult
+    from mammokit.datasets.result import IndexResult
 
 CSV_GLOB = "*case_description*.csv"
 REQUIRED = ("patient id", "left or right breast", "image view", "abnormality id", "abnormality type", "pathology",

@@ -31,7 +31,7 @@ from mammokit.datasets.public_common import (
 from mammokit.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from mammokit.datasets.index import IndexResult
+    from mammokit.datasets.result import IndexResult
 
 LABEL_NAMES = ("CMMD_clinicaldata_revision.xlsx", "CMMD_clinicaldata_revision.csv", "CMMD_clinicaldata.xlsx",
                "CMMD_clinicaldata.csv")

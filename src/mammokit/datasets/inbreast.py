@@ -38,7 +38,7 @@ from mammokit.datasets.public_common import (
 from mammokit.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from mammokit.datasets.index import IndexResult
+    from mammokit.datasets.result import IndexResult
 
 LABEL_NAMES = ("INbreast.csv", "INbreast.xls", "INbreast.xlsx")
 POINT = re.compile(r"\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)")

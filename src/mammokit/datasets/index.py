@@ -10,30 +10,17 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from mammokit.datasets.public import PUBLIC_ADAPTERS
+from mammokit.datasets.result import IndexResult
 from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.errors import InvalidInputError, MissingInputError
 
 SKIP_SUFFIXES = {".csv", ".json", ".png", ".txt", ".md", ".parquet", ".yaml", ".yml", ".jpg", ".jpeg", ".zip", ".gz"}
 LABEL_COLUMNS = ("cancer", "benign", "birads", "density")
-
-
-@dataclass
-class IndexResult:
-    """The index (`images`), the files left out with their reasons (`skipped`) and the scan speed."""
-
-    images: pd.DataFrame
-    skipped: pd.DataFrame
-    seconds: float
-
-    @property
-    def images_per_second(self) -> float:
-        n = len(self.images) + len(self.skipped)
-        return n / self.seconds if self.seconds > 0 else float("inf")
 
 
 def candidate_files(src: Path) -> list[Path]:
@@ -197,16 +184,8 @@ def adapt_synth(result: IndexResult, src: Path, labels: Path | None, *, salt: st
 ADAPTERS: dict[str, Callable[..., IndexResult]] = {
     "generic": adapt_generic,
     "synth": adapt_synth,
+    **PUBLIC_ADAPTERS,
 }
-
-
-def _register_public_adapters() -> None:
-    from mammokit.datasets.public import PUBLIC_ADAPTERS
-
-    ADAPTERS.update(PUBLIC_ADAPTERS)
-
-
-_register_public_adapters()
 
 
 def build_index(src: str | Path, *, adapter: str = "generic", labels: str | Path | None = None, workers: int = 1,

@@ -17,7 +17,7 @@ from mammokit.datasets.rsna import adapt_rsna
 from mammokit.datasets.vindr import adapt_vindr
 
 if TYPE_CHECKING:
-    from mammokit.datasets.index import IndexResult
+    from mammokit.datasets.result import IndexResult
 
 __all__ = ["PUBLIC_ADAPTERS", "adapt_cbis_ddsm", "adapt_cmmd", "adapt_inbreast", "adapt_rsna", "adapt_vindr"]
 

@@ -24,7 +24,7 @@ from mammokit.ids import hash_id
 from mammokit.ids import resolve_salt as resolve_salt  # the adapters' salt rule: the reader's, one place
 
 if TYPE_CHECKING:
-    from mammokit.datasets.index import IndexResult
+    from mammokit.datasets.result import IndexResult
 
 log = logging.getLogger("mammokit.datasets")
 

@@ -33,7 +33,7 @@ from mammokit.datasets.public_common import (
 )
 
 if TYPE_CHECKING:
-    from mammokit.datasets.index import IndexResult
+    from mammokit.datasets.result import IndexResult
 
 LABEL_NAMES = ("train.csv",)
 REQUIRED = ("patient_id", "image_id", "laterality", "view", "cancer")

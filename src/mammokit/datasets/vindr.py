@@ -38,7 +38,7 @@ from mammokit.datasets.public_common import (
 )
 
 if TYPE_CHECKING:
-    from mammokit.datasets.index import IndexResult
+    from mammokit.datasets.result import IndexResult
 
 BREAST_FILE = "breast-level_annotations.csv"
 FINDING_FILE = "finding_annotations.csv"

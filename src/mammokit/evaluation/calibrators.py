@@ -1,4 +1,5 @@
-"""Calibrators: fitted monotone maps from raw logits to calibrated logits, chosen on held-out data.
+"""Fitting calibrators: monotone maps from raw logits to calibrated logits, chosen on held-out data. The maps
+themselves (`Calibrator`, `LevelCalibration`, reading them from a released model) live in `release.calibration`.
 
 Two families, both fitted by minimising the NLL on a held-out split:
 - temperature scaling, z / T (Guo et al. 2017): one parameter, symmetric, the issue's baseline;
@@ -16,9 +17,6 @@ an in-sample comparison would always favour the three-parameter map.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -27,10 +25,9 @@ from scipy.special import expit, log_expit
 
 from mammokit.errors import InvalidInputError
 from mammokit.evaluation.calibration import fit_temperature
+from mammokit.release.calibration import METHODS, Calibrator, LevelCalibration
 
-METHODS = ("temperature", "beta")
 MIN_NLL_GAIN = 1e-3  # nats per case beta must win by, in cross-validation, to replace the temperature
-LEVELS = ("exam", "breast")
 
 
 def _binary(logits: ArrayLike, labels: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -42,10 +39,6 @@ def _binary(logits: ArrayLike, labels: ArrayLike, name: str) -> tuple[np.ndarray
     if not np.all((y == 0) | (y == 1)):
         raise ValueError(f"{name}: labels must be 0 or 1")
     return z, y
-
-
-def _beta_logits(z: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    return a * log_expit(z) - b * log_expit(-z) + c
 
 
 def _nll(q: np.ndarray, y: np.ndarray) -> float:
@@ -70,57 +63,6 @@ def fit_beta_calibration(logits: ArrayLike, labels: ArrayLike) -> tuple[float, f
     if not all(math.isfinite(v) for v in (a, b, c)):
         raise RuntimeError(f"fit_beta_calibration: optimisation diverged ({result.message})")
     return a, b, c
-
-
-@dataclass(frozen=True)
-class Calibrator:
-    """One fitted map: method "temperature" (params T) or "beta" (params a, b, c); "identity" leaves logits as is."""
-
-    method: str
-    params: Mapping[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        expected = {"identity": set(), "temperature": {"T"}, "beta": {"a", "b", "c"}}.get(self.method)
-        if expected is None:
-            raise ValueError(f"calibration method must be one of identity, {', '.join(METHODS)}; got {self.method!r}")
-        if set(self.params) != expected or not all(math.isfinite(float(v)) for v in self.params.values()):
-            raise ValueError(f"{self.method} calibration needs finite {sorted(expected)}, got {dict(self.params)}")
-        if self.method == "temperature" and not float(self.params["T"]) > 0:
-            raise ValueError(f"temperature must be positive, got {self.params['T']}")
-        if self.method == "beta" and (float(self.params["a"]) < 0 or float(self.params["b"]) < 0):
-            raise ValueError(f"beta calibration needs a, b >= 0 (a monotone map), got {dict(self.params)}")
-
-    def logits(self, logits: ArrayLike) -> np.ndarray:
-        """Calibrated logits."""
-        z = np.asarray(logits, dtype=np.float64)
-        if self.method == "temperature":
-            return z / float(self.params["T"])
-        if self.method == "beta":
-            return _beta_logits(z, *(float(self.params[k]) for k in ("a", "b", "c")))
-        return z
-
-    def probabilities(self, logits: ArrayLike) -> np.ndarray:
-        """Calibrated probabilities."""
-        return expit(self.logits(logits))
-
-    def describe(self) -> str:
-        """Short label, e.g. "temperature T = 1.35" or "beta a = 1.41, b = 0, c = 1.50"."""
-        if self.method == "identity":
-            return "none"
-        return f"{self.method} " + ", ".join(f"{k} = {float(v):.3g}" for k, v in self.params.items())
-
-    def formula(self) -> str:
-        """How to apply it, in words a user can code from."""
-        return {"identity": "prob = sigmoid(logit)",
-                "temperature": "prob = sigmoid(logit / T)",
-                "beta": "prob = sigmoid(a * log(sigmoid(logit)) - b * log(sigmoid(-logit)) + c)"}[self.method]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "params": {k: float(v) for k, v in self.params.items()}}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Calibrator:
-        return cls(str(data["method"]), {k: float(v) for k, v in data.get("params", {}).items()})
 
 
 def fit_calibrator(logits: ArrayLike, labels: ArrayLike, method: str) -> Calibrator:
@@ -159,27 +101,6 @@ def cross_validated_nll(logits: ArrayLike, labels: ArrayLike, groups: ArrayLike 
     return {m: t / used for m, t in totals.items()} if used else {}
 
 
-@dataclass(frozen=True)
-class LevelCalibration:
-    """The calibration of one level (exam or breast): the chosen map, the temperature (always fitted and reported),
-    the cross-validated NLL that chose between them and where they were fitted."""
-
-    chosen: Calibrator
-    temperature: Calibrator
-    cv_nll: Mapping[str, float] = field(default_factory=dict)
-    source: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"chosen": self.chosen.to_dict(), "temperature": self.temperature.to_dict(),
-                "cv_nll": {k: float(v) for k, v in self.cv_nll.items()}, "source": self.source,
-                "formula": self.chosen.formula()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LevelCalibration:
-        return cls(Calibrator.from_dict(data["chosen"]), Calibrator.from_dict(data["temperature"]),
-                   dict(data.get("cv_nll", {})), str(data.get("source", "")))
-
-
 def fit_level_calibration(logits: ArrayLike, labels: ArrayLike, *, method: str = "auto",
                           groups: ArrayLike | None = None, source: str = "", seed: int = 0) -> LevelCalibration:
     """Fit the temperature and, for `method` "beta" or "auto", beta calibration; "auto" keeps beta only when its
@@ -191,14 +112,3 @@ def fit_level_calibration(logits: ArrayLike, labels: ArrayLike, *, method: str =
     if method == "beta" or (method == "auto" and cv and cv["beta"] < cv["temperature"] - MIN_NLL_GAIN):
         return LevelCalibration(fit_calibrator(logits, labels, "beta"), temperature, cv, source)
     return LevelCalibration(temperature, temperature, cv, source)
-
-
-def calibration_from_config(config: Mapping[str, Any]) -> dict[str, LevelCalibration]:
-    """Per level, the calibration stored in a released model's config.json. A model calibrated before per-level
-    calibration existed (only "temperature") uses that temperature at both levels; an uncalibrated one T = 1."""
-    stored = config.get("calibration") or {}
-    t = float(config.get("temperature", 1.0))
-    legacy = Calibrator("temperature", {"T": t})
-    source = str(config.get("temperature_source", "none (T = 1)" if t == 1.0 else "not recorded"))
-    return {level: LevelCalibration.from_dict(stored[level]) if level in stored
-            else LevelCalibration(legacy, legacy, {}, source) for level in LEVELS}

@@ -21,52 +21,21 @@ import numpy as np
 import pandas as pd
 
 from mammokit import INTENDED_USE
-from mammokit.errors import InvalidInputError, MissingInputError
-from mammokit.evaluation.calibration import (
-    brier_score,
-    ece_if_calibrated,
-    expected_calibration_error,
-    fit_temperature,
-)
-from mammokit.evaluation.calibrators import LevelCalibration, calibration_from_config, fit_level_calibration
-from mammokit.evaluation.froc import froc_curve, froc_summary, saliency_peaks
+from mammokit.errors import InvalidInputError
+from mammokit.evaluation.blocks import calibration_block, ece_bins, froc_block
+from mammokit.evaluation.calibration import expected_calibration_error, fit_temperature
+from mammokit.evaluation.calibrators import fit_level_calibration
 from mammokit.evaluation.inference import InferenceResult, dataset_for, run_inference
 from mammokit.evaluation.metrics import roc_auc, summarize
 from mammokit.evaluation.uncertainty import error_detection_auc, misclassified, summarize_passes
 from mammokit.io import atomic_write, atomic_write_text
-from mammokit.training.datamodule import load_store_table
-from mammokit.training.module import resolve_device
-from mammokit.training.release import load_released, set_calibration
+from mammokit.release.calibration import LevelCalibration, calibration_from_config
+from mammokit.release.device import resolve_device
+from mammokit.release.model import load_released, resolve_model_dir, set_calibration
+from mammokit.release.store_table import load_store_table, run_splits, with_run_splits
 
 log = logging.getLogger(__name__)
 GROUP_COLUMNS = ("site", "manufacturer", "density")
-FROC_PEAKS_PER_VIEW = 5
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A released model folder, given it or a run folder that holds one in `model/`."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    raise MissingInputError(f"{path}: neither a released model (config.json) nor a run folder with model/")
-
-
-def run_splits(model_dir: Path) -> pd.DataFrame | None:
-    """The training run's patient-level splits (runs/NAME/splits.csv beside model/): exam_id, split; None when the
-    model was released without its run."""
-    splits_csv = model_dir.parent / "splits.csv"
-    return pd.read_csv(splits_csv, dtype=str)[["exam_id", "split"]] if splits_csv.is_file() else None
-
-
-def with_run_splits(table: pd.DataFrame, model_dir: Path) -> pd.DataFrame:
-    """Attach the training run's splits when the store has none of its own and shares exams with the run; a store
-    the run never saw (a held-out test set, another site) is returned as is."""
-    splits = None if "split" in table.columns else run_splits(model_dir)
-    if splits is None or not table["exam_id"].astype(str).isin(splits["exam_id"]).any():
-        return table
-    return table.merge(splits, on="exam_id", how="left")
 
 
 def select_split(table: pd.DataFrame, split: str | None, source: str | Path = "store") -> tuple[pd.DataFrame, str]:
@@ -162,24 +131,6 @@ def level_metrics(df: pd.DataFrame, calibration: LevelCalibration, *, n_boot: in
     return metrics, df
 
 
-def ece_bins(n: int, default: int = 15) -> int:
-    """15 bins, fewer when a (small external) set has fewer cases than that."""
-    return max(1, min(default, n))
-
-
-def calibration_block(y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per tag of `probs` ("before", "temperature", "after"): ECE (equal-width and equal-mass, 15 bins), its
-    finite-sample floor (`ece_if_calibrated`, equal-width) and the Brier score, as `ece_uniform_{tag}` etc."""
-    out = {}
-    bins = ece_bins(len(y))
-    for tag, p in probs.items():
-        out[f"ece_uniform_{tag}"] = expected_calibration_error(y, p, bins, "uniform")
-        out[f"ece_quantile_{tag}"] = expected_calibration_error(y, p, bins, "quantile")
-        out[f"ece_uniform_floor_{tag}"] = ece_if_calibrated(p, bins, "uniform")
-        out[f"brier_{tag}"] = brier_score(y, p)
-    return out
-
-
 def uncertainty_block(res: InferenceResult, exam: pd.DataFrame) -> dict[str, Any]:
     """Per kind (mc, tta): mean/std/entropy of the pass probabilities and how well uncertainty ranks the exam-level
     errors. Measured on the model's own probabilities: a calibration map is fitted to single deterministic passes,
@@ -203,37 +154,6 @@ def uncertainty_block(res: InferenceResult, exam: pd.DataFrame) -> dict[str, Any
         block["roc_auc_of_mean"] = roc_auc(y_known, s["mean"][known]) if len(np.unique(y_known)) == 2 else None
         out[kind] = block
     return out
-
-
-def froc_inputs(res: InferenceResult) -> tuple[list, list, list]:
-    """Per view image: saliency-peak candidate points and scores (input pixels) and its malignant lesion boxes."""
-    cands, scores, lesions = [], [], []
-    h_in, w_in = res.input_size
-    for sal, les in zip(res.saliency, res.lesion_boxes, strict=True):
-        for slot, (boxes, malignant) in enumerate(les):
-            heat = sal[min(slot, sal.shape[0] - 1)]
-            if not np.any(heat) and not len(boxes):
-                continue  # absent view
-            pts, sc = saliency_peaks(heat, k=FROC_PEAKS_PER_VIEW, min_distance=max(1, heat.shape[0] // 16),
-                                     refine=True)
-            scale = np.array([h_in / heat.shape[0], w_in / heat.shape[1]])
-            cands.append((pts + 0.5) * scale)
-            scores.append(sc)
-            keep = np.asarray(malignant, bool)
-            lesions.append(np.asarray(boxes, np.float64).reshape(-1, 4)[keep] if len(boxes) else np.zeros((0, 4)))
-    return cands, scores, lesions
-
-
-def froc_block(res: InferenceResult) -> tuple[dict[str, Any] | None, Any]:
-    """FROC of the model's saliency peaks (refined between map cells) against malignant lesion boxes (hit: peak
-    inside the box)."""
-    cands, scores, lesions = froc_inputs(res)
-    if not cands or not sum(len(x) for x in lesions):
-        return None, None
-    summary = froc_summary(cands, scores, lesions)
-    summary["candidates"] = (f"up to {FROC_PEAKS_PER_VIEW} saliency peaks per view, each refined between map cells "
-                             "(parabola through its neighbours), scored by the saliency value")
-    return summary, froc_curve(cands, scores, lesions)
 
 
 def _json_ready(obj: Any) -> Any:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from mammokit.data.augment import loader_worker_kwargs, tta_transforms
 from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate
-from mammokit.training.module import model_inputs
+from mammokit.release.device import model_inputs
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mammokit.evaluation.evaluate import ece_bins
+from mammokit.evaluation.blocks import ece_bins, froc_block
 from mammokit.evaluation.report import (
     CalibrationInfo,
     GalleryItem,
@@ -102,8 +102,6 @@ def build_report(out: Path, model: Any, config: dict[str, Any], evals: list[Any]
     calibration = _calibration_info(main, metrics["calibration"]["exam"], n_bins=ece_bins(len(ex.y)))
     froc_curve = None
     if main.metrics.get("froc"):
-        from mammokit.evaluation.evaluate import froc_block
-
         _, froc_curve = froc_block(main.result)
     training = config.get("training", {})
     ctx = ReportContext(

@@ -15,21 +15,10 @@ from mammokit.data.augment import build_augment, loader_worker_kwargs
 from mammokit.data.dataset import ExamDataset, collate
 from mammokit.data.sampler import BalancedCaseSampler
 from mammokit.data.splits import assign_splits
-from mammokit.errors import InvalidInputError, MissingInputError
+from mammokit.errors import InvalidInputError
 from mammokit.training.config import DataConfig
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.2}
-
-
-def load_store_table(store: str | Path) -> pd.DataFrame:
-    """`preprocessed.parquet` of a store, with a clear error when the store is missing or empty."""
-    path = Path(store) / "preprocessed.parquet"
-    if not path.is_file():
-        raise MissingInputError(f"{path}: not found; run `mammokit preprocess` first")
-    table = pd.read_parquet(path)
-    if table.empty:
-        raise InvalidInputError(f"{path}: the store holds no images")
-    return table
 
 
 def with_splits(table: pd.DataFrame, *, seed: int, fractions: dict[str, float] | None = None) -> pd.DataFrame:

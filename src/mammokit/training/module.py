@@ -9,10 +9,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from mammokit.errors import InvalidInputError
-from mammokit.evaluation.metrics import roc_auc
 from mammokit.models import create_model
+from mammokit.release.device import model_inputs
 from mammokit.training.datamodule import unique_items
 from mammokit.training.lesion_supervision import box_saliency_loss
 from mammokit.training.losses import MammoLoss
@@ -20,23 +21,6 @@ from mammokit.training.mixing import mix_training_batch
 from mammokit.training.optim import build_optimizer
 
 MIX_STREAM = 1  # the batch-mix generator's own seed word, so it never shares a stream with the dropout seed
-MODEL_INPUT_KEYS = ("image", "images", "full", "view_mask", "laterality", "patch_boxes", "patch_mask")
-
-
-def model_inputs(batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """The keys of a loader batch that the models read, moved to `device` when given."""
-    picked = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
-    return picked if device is None else {k: v.to(device, non_blocking=True) for k, v in picked.items()}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" = the first CUDA GPU when there is one, else the CPU; anything else as torch reads it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device {device!r}: this machine has no CUDA GPU (use --device cpu or auto)")
-    return resolved
 
 
 def loss_targets(batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -217,4 +201,4 @@ def _safe_auc(y: np.ndarray, s: np.ndarray) -> float:
     """AUC, or NaN when only one class is present (an early validation batch)."""
     if len(y) == 0 or len(np.unique(y)) < 2:
         return float("nan")
-    return float(roc_auc(y, s))
+    return float(roc_auc_score(y, s))

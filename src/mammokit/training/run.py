@@ -29,10 +29,11 @@ from mammokit.config import dump_config
 from mammokit.data.splits import patient_kfold
 from mammokit.errors import InvalidInputError
 from mammokit.io import atomic_write, atomic_write_text
+from mammokit.release.model import EnsembleModel, architecture, is_weight_source, load_released, save_released
+from mammokit.release.store_table import load_store_table
 from mammokit.training.config import StageConfig, TrainConfig
-from mammokit.training.datamodule import MammoDataModule, load_store_table, with_splits
+from mammokit.training.datamodule import MammoDataModule, with_splits
 from mammokit.training.module import MammoModule, check_prefixes
-from mammokit.training.release import EnsembleModel, architecture, is_weight_source, save_released
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +323,6 @@ def fold_tables(cfg: TrainConfig, folds: int) -> list[pd.DataFrame]:
 
 def train_ensemble(cfg: TrainConfig, *, seeds: list[int] | None = None, folds: int | None = None) -> Path:
     """Train members over seeds or patient-level folds; release their logit average as one model in NAME/model."""
-    from mammokit.training.release import load_released
-
     base = Path(cfg.runs_dir) / cfg.name
     if folds:
         jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/fold-{k}"}), t)

@@ -1,4 +1,4 @@
-"""Released models: `model.safetensors` + `config.json` (architecture, input, preprocessing, calibration, card).
+"""Released models on disk: `model.safetensors` + `config.json` (architecture, input, preprocessing, calibration, card).
 
 An ensemble is released the same way: its members' weights live in one safetensors file under `members.<i>.`, and
 `EnsembleModel` averages the members' logits (and saliency maps), so every consumer sees one model.
@@ -78,6 +78,17 @@ def save_released(out_dir: str | Path, model: nn.Module, config: dict[str, Any])
             "temperature": 1.0, **config}
     atomic_write_text(out_dir / "config.json", json.dumps(full, indent=2, default=str))
     return out_dir
+
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A released model folder, given it or a run folder that holds one in `model/`."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    raise MissingInputError(f"{path}: neither a released model (config.json) nor a run folder with model/")
 
 
 def load_released(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
