@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.preprocess import (
     apply_transform,
@@ -38,7 +39,9 @@ from mammokit.preprocess import (
     original_to_stored_mask,
     plan_transform,
 )
+from mammokit.preprocess.mask import boxes_overlap
 from mammokit.preprocess.view import view_from_content
+from realdata import tissue_and_markers
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 
@@ -58,18 +61,11 @@ def load(path: Path, spacing_mm: float) -> tuple | None:
 
 
 def tissue_oracle(pixels: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, int, int, int]]]:
-    """(tissue, marker boxes) where the air is flat at the minimum; (None, []) otherwise."""
+    """(tissue, marker boxes) where the air is flat at the minimum (the tests' oracle); (None, []) otherwise."""
     low = float(pixels.min())
-    if (pixels == low).mean() < 0.1:
+    if (pixels == low).mean() < 0.1 or not (pixels > low + 15).any():
         return None, []
-    above = (pixels > low + 15).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(above, connectivity=8)
-    if n < 2:
-        return None, []
-    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    markers = [(int(x), int(y), int(x + w), int(y + h)) for i, (x, y, w, h, a) in enumerate(stats)
-               if i not in (0, big) and a >= 100]
-    return labels == big, markers
+    return tissue_and_markers(pixels, low + 15)
 
 
 def decide(pixels: np.ndarray, padding: np.ndarray | None, spacing: tuple[float, float]) -> dict:
@@ -83,10 +79,6 @@ def decide(pixels: np.ndarray, padding: np.ndarray | None, spacing: tuple[float,
     mask = original_to_stored_mask(bm.mask, record, bm.scale)
     view = view_from_content(mask, detect_pectoral(stored, mask, spacing_mm=0.1))
     return {"bm": bm, "orient": orient, "box": box, "view": view, "ms": 1000 * (time.perf_counter() - t0)}
-
-
-def overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[2] and a[2] > b[0] and a[1] < b[3] and a[3] > b[1]
 
 
 def picture(pixels: np.ndarray, d: dict, out: Path) -> None:
@@ -132,7 +124,7 @@ def main() -> None:
             k = float((mask_to_original(d["bm"]) & tissue).sum() / tissue.sum())
             kept_all.append(k)
             kept = f"{k:.4f}"
-        inside = sum(overlaps(m, d["box"]) for m in markers)
+        inside = sum(boxes_overlap(m, d["box"]) for m in markers)
         o = d["orient"]
         orient = f"{'R' if o.flip else 'L'} {o.confidence:.2f}{' AMBIG' if o.ambiguous else ''}"
         view = f"{d['view'].value or '?'} {d['view'].confidence:.2f}/{header_view or '-'}"

@@ -46,6 +46,7 @@ from mammokit.dicom_decode import (
     stored_values,
     transfer_syntax_name,
 )
+from mammokit.dicom_decode import tag_text as _text
 from mammokit.dicom_film import FILM_SPACING_MM, film_signs
 from mammokit.errors import MammokitError
 from mammokit.ids import DEFAULT_ID_SALT, hash_id, resolve_salt
@@ -196,17 +197,6 @@ class MammoImage:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _text(ds: Any, keyword: str) -> str | None:
-    """A tag's value as a stripped string; None when absent or empty."""
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    if isinstance(value, pydicom.multival.MultiValue):
-        value = "\\".join(str(v) for v in value)
-    text = str(value).strip()
-    return text or None
 
 
 def _floats(ds: Any, keyword: str) -> tuple[float, ...] | None:

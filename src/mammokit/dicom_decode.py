@@ -99,6 +99,17 @@ DECODERS: dict[str, DecoderSpec] = {
 }
 
 
+def tag_text(ds: Any, keyword: str) -> str | None:
+    """A header tag's value as a stripped string; None when the dataset or tag is absent or the value empty."""
+    value = ds.get(keyword) if ds is not None else None
+    if value is None or value == "":
+        return None
+    if isinstance(value, pydicom.multival.MultiValue):
+        value = "\\".join(str(v) for v in value)
+    text = str(value).strip()
+    return text or None
+
+
 def transfer_syntax_name(uid: str | None) -> str:
     """The DICOM name of a transfer syntax UID ("unknown transfer syntax <uid>" when pydicom does not know it)."""
     if not uid:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mammokit.dicom_decode import tag_text as _text
+
 # Scanned (digitized) film. The reader never invents a spacing; callers that need one for a film without spacing
 # tags may use this: CBIS-DDSM's digitizers scanned at 42-50 um, DDSM's at 43.5 or 50 um.
 FILM_SPACING_MM = 0.05
@@ -25,13 +27,6 @@ ACQUISITION_TAGS = ("KVP", "ExposureTime", "Exposure", "ExposureInuAs", "XRayTub
                     "EntranceDoseInmGy")
 FILM_ARCHIVE_TAGS = ("StudyID", "StudyDescription", "SeriesDescription", "InstitutionalDepartmentName")
 FILM_ARCHIVES = ("DDSM", "DIGITAL DATABASE FOR SCREENING MAMMOGRAPHY")  # all-film archives (DDSM, CBIS-DDSM)
-
-
-def _text(ds: Any, keyword: str) -> str | None:
-    """A tag's value as a stripped string; None when absent or empty."""
-    value = ds.get(keyword) if ds is not None else None
-    text = "" if value is None else str(value).strip()
-    return text or None
 
 
 def film_signs(ds: Any) -> tuple[bool, tuple[str, ...]]:

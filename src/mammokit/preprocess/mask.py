@@ -1,18 +1,15 @@
 """Breast mask and crop box, computed on a coarse copy of the original for speed.
 
 The original is block-averaged by an integer factor (long side about `coarse_long_side` px, typically 0.4–0.8 mm
-pixels). The threshold is chosen robustly across vendors, bit depths and offsets:
+pixels). The threshold anchors on the air, whatever share of the image the air is (`estimate_air`): the darkest
+clear histogram mode below Otsu's threshold, its noise from its darker half, the threshold a few noise widths above.
+Recognised on the way: padding drawn over all the air, collimator zeros along whole border lines, scanner bands
+(row/column offsets of the air), bright film or plate edge bands.
 
-1. clip the coarse values to their 0.5th–99.5th percentiles (offsets, bit depth and a few saturated label pixels
-   stop mattering) and take Otsu's threshold on the 256-bin histogram; when the class below it is itself clearly
-   bimodal (a large implant made Otsu split tissue from implant), recurse into that class;
-2. the pixels below it are mostly air: take their median `b` and robust spread `s` (1.4826 × MAD), and put the
-   breast threshold low, at `b + max(k·s, 0.1·(otsu − b))`, never above Otsu's. Otsu alone often splits fatty from
-   dense tissue, losing the faint skin-line fringe; anchoring at the air level keeps it.
-
-Then: remove padding, open (breaks thin bridges to labels and markers), keep the largest connected component,
-give back the fringe the opening shaved off (dilate ∩ threshold), and fill holes (a bright implant or a dark cyst
-inside the breast stays inside the mask).
+Then the breast grows in three layers from a core well above the air (`breast_mask`): tissue clearly above the air
+joins wherever it lies, the faintest layer (the skin line) only near the mask, so film fog cannot carry the mask
+across the air; small protrusions (the nipple) and small holes (a cyst, an implant) are kept. Every other bright
+component is reported as a marker or label, and the crop margin stops short of it (`crop_box`).
 """
 
 from __future__ import annotations
@@ -263,8 +260,7 @@ def breast_mask(
         return BreastMask(empty, factor, shape, threshold, None, 0.0, ("image is constant: no breast found",))
     binary = (coarse > threshold) & valid
     # The breast's core stands clearly above the air; fog, haze and scanner shading on film sit between the two.
-    core_threshold = max(threshold, air.level + core_fraction * (air.otsu - air.level)) if air.otsu == air.otsu \
-        else threshold
+    core_threshold = max(threshold, _above_air(air, core_fraction))
     core_binary = (coarse > core_threshold) & valid
     # One more line than the band itself: the block straddling the band's inner edge is a sliver of it.
     bands = {side: width + 1 for side, width in edge_bands(core_binary, valid).items()}
@@ -279,10 +275,9 @@ def breast_mask(
         return BreastMask(empty, factor, shape, threshold, None, 0.0, ("no breast found",))
     # Tissue clearly above the air (fatty tissue) joins whatever its distance from the core; the faintest layer
     # (the skin line, or film fog) only within `fringe_fraction` of the long side.
-    body_threshold = min(core_threshold, air.level + body_fraction * (air.otsu - air.level)) \
-        if air.otsu == air.otsu else threshold
+    body_threshold = min(core_threshold, max(threshold, _above_air(air, body_fraction)))
     body_binary = cv2.morphologyEx((binary & (coarse > body_threshold)).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL3)
-    body = _grow_within(largest, body_binary.astype(bool), max(coarse.shape))  # opened: no thin slivers of fog
+    body = _reconstruct(largest, body_binary.astype(bool))  # opened: no thin slivers of fog
     reach = max(2, round(fringe_fraction * max(coarse.shape)))
     grown = _attach_protrusions(_grow_within(body, binary, reach), binary)
     mask = _fill_holes(grown)
@@ -294,7 +289,7 @@ def breast_mask(
     ring = cv2.dilate(mask.astype(np.uint8), _KERNEL3, iterations=2).astype(bool) & ~mask & binary
     qc = {"separability": air.separability, "air_level": air.level, "air_noise": air.noise,
           "tissue_outside": float(ring.sum() / max(1, int((binary & mask).sum()))),
-          "edge_bands": tuple(sorted(bands)), "markers": _marker_boxes(binary & ~mask, largest, factor, shape)}
+          "edge_bands": tuple(sorted(bands)), "markers": _marker_boxes(binary & ~mask, factor, shape)}
     area_fraction = float(mask.sum() / valid.sum())
     if area_fraction < min_area_fraction:
         return BreastMask(mask, factor, shape, threshold, None, area_fraction,
@@ -306,8 +301,8 @@ def breast_mask(
 SIDES = ("top", "bottom", "left", "right")
 
 
-def _line_view(a: np.ndarray, side: str, width: int) -> np.ndarray:
-    """A writable view of the `width` lines of `a` along `side`, the first line being the image edge."""
+def _line_view(a: np.ndarray, side: str, width: int | None = None) -> np.ndarray:
+    """A writable view of the `width` lines (all by default) of `a` along `side`, the first line being the edge."""
     if side == "top":
         return a[:width]
     if side == "bottom":
@@ -329,8 +324,7 @@ def edge_bands(binary: np.ndarray, valid: np.ndarray, max_fraction: float = 0.06
     """
     bands: dict[str, int] = {}
     for side in SIDES:
-        lines, ok = _line_view(binary, side, binary.shape[0 if side in ("top", "bottom") else 1]), None
-        ok = _line_view(valid, side, lines.shape[0])
+        lines, ok = _line_view(binary, side), _line_view(valid, side)
         cap = max(1, int(max_fraction * lines.shape[0]))
         counts = ok[: cap + 1].sum(axis=1)
         frac = np.where(counts > 0, lines[: cap + 1].sum(axis=1) / np.maximum(counts, 1), 0.0)
@@ -347,8 +341,7 @@ def _constant_border_lines(coarse: np.ndarray, valid: np.ndarray) -> np.ndarray:
     const = (coarse <= low) | ~valid
     out = np.zeros(coarse.shape, bool)
     for side in SIDES:
-        lines = _line_view(const, side, const.shape[0 if side in ("top", "bottom") else 1])
-        full_lines = lines.all(axis=1)
+        full_lines = _line_view(const, side).all(axis=1)
         n = int(np.argmin(full_lines)) if not full_lines.all() else 0
         _line_view(out, side, n)[...] = True
     return out
@@ -424,7 +417,7 @@ def _padding_is_the_air(padding: np.ndarray, valid: np.ndarray) -> bool:
     return bool(field.mean() < 0.9)
 
 
-def _marker_boxes(outside: np.ndarray, breast: np.ndarray, factor: int, shape: tuple[int, int],
+def _marker_boxes(outside: np.ndarray, factor: int, shape: tuple[int, int],
                   min_fraction: float = 2e-4) -> tuple[tuple[int, int, int, int], ...]:
     """Boxes (original px) of bright components apart from the breast: burned-in markers, labels, film slivers."""
     _, _, stats, _ = cv2.connectedComponentsWithStats(outside.astype(np.uint8), connectivity=8)
@@ -443,6 +436,17 @@ def _largest_component(binary: np.ndarray) -> np.ndarray | None:
         return None
     best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     return labels == best
+
+
+def _above_air(air: AirEstimate, fraction: float) -> float:
+    """The level `fraction` of the way from the air to Otsu's threshold (the air threshold when Otsu is unknown)."""
+    return air.level + fraction * (air.otsu - air.level) if np.isfinite(air.otsu) else air.threshold
+
+
+def _reconstruct(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Everything in `allowed` (or seed) 4-connected to `seed`: `_grow_within` without a step limit, in one pass."""
+    _, labels = cv2.connectedComponents((allowed | seed).astype(np.uint8), connectivity=4)
+    return np.isin(labels, np.unique(labels[seed]))
 
 
 def _grow_within(seed: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
@@ -520,6 +524,11 @@ def _mask_box(mask: np.ndarray, factor: int, shape: tuple[int, int]) -> tuple[in
     return x0, y0, min(x1, shape[1]), min(y1, shape[0])
 
 
+def boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Do two (x0, y0, x1, y1) half-open boxes share any pixel?"""
+    return a[0] < b[2] and a[2] > b[0] and a[1] < b[3] and a[3] > b[1]
+
+
 def crop_box(
     mask: BreastMask, spacing_mm: tuple[float, float] | None, margin_mm: float = 2.0
 ) -> tuple[int, int, int, int]:
@@ -542,7 +551,7 @@ def crop_box(
     x0, y0, x1, y1 = max(0, bx0 - mx), max(0, by0 - my), min(cols, bx1 + mx), min(rows, by1 + my)
     f = mask.factor
     for mx0, my0, mx1, my1 in mask.markers:
-        if not (mx0 < x1 and mx1 > x0 and my0 < y1 and my1 > y0):
+        if not boxes_overlap((mx0, my0, mx1, my1), (x0, y0, x1, y1)):
             continue
         if mx0 >= bx1:
             x1 = max(bx1, min(x1, mx0 - f))

@@ -47,8 +47,9 @@ from mammokit.preprocess import (
     view_group,
 )
 from mammokit.preprocess.config import PreprocessConfig
-from mammokit.preprocess.mask import _mask_box, block_any  # _mask_box: the box rule breast_mask itself uses
+from mammokit.preprocess.mask import _mask_box, block_any, boxes_overlap  # _mask_box: breast_mask's own box rule
 from mammokit.preprocess.orient import Orientation
+from mammokit.preprocess.pectoral import PectoralResult
 from mammokit.preprocess.store import FORMATS, write_image, write_mask
 from mammokit.preprocess.view import laterality_from_content, view_from_content
 
@@ -99,12 +100,12 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
     record = plan_transform(img.pixels.shape, spacing, box, target_spacing_mm=cfg.spacing_mm, flip=orient.flip)
     stored = apply_transform(img.pixels, record, method=cfg.resample_method)
     mask = original_to_stored_mask(bm.mask, record, bm.scale)
-    sides = _sides_from_content(row, img, orient, mask, stored, record.output_spacing_mm[0])
+    sides, view_pectoral = _sides_from_content(row, img, orient, mask, stored, record.output_spacing_mm[0])
     group = view_group(sides["view"])
     pect_info: dict[str, Any] = {"pectoral_found": False, "pectoral_line": None, "pectoral_reason": "not an MLO view"}
     pect_path = None
     if group == "MLO" and cfg.pectoral != "off":
-        pect = sides.pop("_pectoral") or detect_pectoral(stored, mask, spacing_mm=record.output_spacing_mm[0])
+        pect = view_pectoral or detect_pectoral(stored, mask, spacing_mm=record.output_spacing_mm[0])
         pect_info = {"pectoral_found": pect.found, "pectoral_line": json.dumps(pect.line) if pect.line else None,
                      "pectoral_reason": pect.reason}
         if pect.found:
@@ -112,7 +113,6 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
             write_mask(store_path / pect_path, pect.mask)
             if cfg.pectoral == "suppress":
                 stored = suppress_pectoral(stored, pect.mask)
-    sides.pop("_pectoral", None)
     stats = intensity_stats(stored, mask)
     background = float(stats.min) - 1.0  # one constant below all tissue, so loaders can tell air from breast
     stored = np.where(mask, stored, np.float32(background)).astype(np.float32)
@@ -154,36 +154,32 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
 
 
 def _sides_from_content(row: dict[str, Any], img: MammoImage, orient: Orientation, mask: np.ndarray,
-                        stored: np.ndarray, spacing_mm: float) -> dict[str, Any]:
+                        stored: np.ndarray, spacing_mm: float) -> tuple[dict[str, Any], PectoralResult | None]:
     """View and laterality with their source and confidence: the index's (a label file or the header), else read
-    from the image.
-
-    Returns the record columns plus "_pectoral" (the pectoral search run to read the view, reused by the caller).
+    from the image; and the pectoral search run to read the view (None when the view was known), for reuse.
     """
     view, lat = row.get("view") or img.view, row.get("laterality") or img.laterality
     out: dict[str, Any] = {
         "view": view, "view_source": (img.view_source if view == img.view else "index") if view else None,
         "view_confidence": None, "view_reason": None, "laterality": lat,
         "laterality_source": (img.laterality_source if lat == img.laterality else "index") if lat else None,
-        "laterality_confidence": None, "laterality_reason": None, "_pectoral": None}
+        "laterality_confidence": None, "laterality_reason": None}
+    pect = None
     if view is None:
         pect = detect_pectoral(stored, mask, spacing_mm=spacing_mm)
         guess = view_from_content(mask, pect)
-        out.update(view=guess.value, view_source="content" if guess.value else None,
-                   view_confidence=round(guess.confidence, 3), view_reason=guess.reason, _pectoral=pect)
+        out.update(view=guess.value, view_source=guess.source, view_confidence=round(guess.confidence, 3),
+                   view_reason=guess.reason)
     if lat is None:
         guess = laterality_from_content(orient, img.patient_orientation)
-        source = None if guess.value is None else "PatientOrientation" if "PatientOrientation" in guess.reason \
-            else "content"
-        out.update(laterality=guess.value, laterality_source=source,
+        out.update(laterality=guess.value, laterality_source=guess.source,
                    laterality_confidence=round(guess.confidence, 3), laterality_reason=guess.reason)
-    return out
+    return out, pect
 
 
 def _qc_columns(bm: BreastMask, orient: Orientation, box: tuple[int, int, int, int]) -> dict[str, Any]:
     """The quality-control numbers of one image (read by `mammokit qc`)."""
-    x0, y0, x1, y1 = box
-    in_crop = [m for m in bm.markers if m[0] < x1 and m[2] > x0 and m[1] < y1 and m[3] > y0]
+    in_crop = [m for m in bm.markers if boxes_overlap(m, box)]
     flags = []  # what no other column says (markers and ambiguity have their own)
     if bm.edge_bands:
         flags.append("film/plate edge cut: " + ", ".join(bm.edge_bands))

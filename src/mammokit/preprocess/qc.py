@@ -40,7 +40,7 @@ from mammokit import INTENDED_USE, __version__
 from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.io import atomic_write_text
 from mammokit.preprocess.geometry import TransformRecord, stored_to_original_heatmap
-from mammokit.preprocess.show import GREEN, _fit_height, _to_rgb, draw_original, draw_stored
+from mammokit.preprocess.show import GREEN, draw_original, draw_stored, fit_height, to_rgb
 from mammokit.preprocess.store import read_mask
 
 DEFAULT_PECTORAL_REASON = "not an MLO view"  # what the pipeline records when it never looked for a muscle
@@ -375,7 +375,7 @@ def _mask_overlay(store: Path, row: pd.Series, pixels: np.ndarray, height: int) 
     record = TransformRecord.from_dict(json.loads(row["transform"]))
     stored_mask = read_mask(store / row["breast_mask_path"]).astype(np.float32)
     full = stored_to_original_heatmap(stored_mask, record, fill=0.0, interpolation="nearest")
-    img, _ = _fit_height(_to_rgb(pixels), height)
+    img, _ = fit_height(to_rgb(pixels), height)
     inside = cv2.resize(full, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_AREA) >= 0.5
     tinted = (0.55 * img + 0.45 * np.array(MAGENTA, np.float32)).astype(np.uint8)
     img[~inside] = tinted[~inside]

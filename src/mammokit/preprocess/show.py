@@ -21,14 +21,14 @@ from mammokit.preprocess.store import read_image, read_mask
 GREEN, RED, CYAN, YELLOW = (60, 200, 60), (40, 40, 230), (230, 200, 40), (40, 220, 240)
 
 
-def _to_rgb(values: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+def to_rgb(values: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
     ref = values[inside] if inside is not None and inside.any() else values
     lo, hi = np.percentile(ref, [0.5, 99.5])
     scaled = np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1)
     return cv2.cvtColor((scaled * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
 
 
-def _fit_height(img: np.ndarray, height: int) -> tuple[np.ndarray, float]:
+def fit_height(img: np.ndarray, height: int) -> tuple[np.ndarray, float]:
     s = height / img.shape[0]
     return cv2.resize(img, (max(1, round(img.shape[1] * s)), height), interpolation=cv2.INTER_AREA), s
 
@@ -61,7 +61,7 @@ def draw_stored(store: Path, row: pd.Series, height: int) -> np.ndarray:
     """The stored image of `row` at `height` (BGR) with the breast-mask outline, pectoral line and lesion boxes."""
     stored = read_image(store / row["image_path"], row["offset"], row["scale"])
     mask = read_mask(store / row["breast_mask_path"])
-    right, s_r = _fit_height(_to_rgb(stored, mask), height)
+    right, s_r = fit_height(to_rgb(stored, mask), height)
     contours, _ = cv2.findContours(cv2.resize(mask.astype(np.uint8), (right.shape[1], right.shape[0]),
                                               interpolation=cv2.INTER_NEAREST), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE)
@@ -76,7 +76,7 @@ def draw_stored(store: Path, row: pd.Series, height: int) -> np.ndarray:
 
 def draw_original(pixels: np.ndarray, row: pd.Series, height: int) -> np.ndarray:
     """The original DICOM pixels at `height` (BGR, percentile window) with the crop box and the lesion boxes."""
-    left, s_l = _fit_height(_to_rgb(pixels), height)
+    left, s_l = fit_height(to_rgb(pixels), height)
     _box(left, (row["crop_x0"], row["crop_y0"], row["crop_x1"], row["crop_y1"]), s_l, GREEN)
     for les in _original_lesions(row):
         _box(left, (les["x0"], les["y0"], les["x1"], les["y1"]), s_l, RED if les.get("malignant") else YELLOW)

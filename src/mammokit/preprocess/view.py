@@ -26,11 +26,12 @@ from mammokit.preprocess.pectoral import PectoralResult
 
 @dataclass(frozen=True)
 class ContentGuess:
-    """A value read from the image, how sure it is (0–1) and why."""
+    """A value read from the image, how sure it is (0–1), why, and what it was read from (None when unknown)."""
 
     value: str | None
     confidence: float
     reason: str
+    source: str | None = "content"
 
 
 def top_share(mask: np.ndarray, top_fraction: float = 0.03) -> float:
@@ -59,10 +60,10 @@ def view_from_content(mask: np.ndarray, pectoral: PectoralResult, min_confidence
     why = (f"top rows cover {share:.0%} of the chest-wall half; pectoral edge "
            f"{'found' if pectoral.found else 'not found'} (contrast {pectoral.contrast:.2f})")
     if (top_vote > 0.2 and pect_vote < 0) or (top_vote < -0.2 and pect_vote > 0.2):
-        return ContentGuess(None, 0.0, f"view unknown: shape and pectoral muscle disagree ({why})")
+        return ContentGuess(None, 0.0, f"view unknown: shape and pectoral muscle disagree ({why})", None)
     score = 0.6 * top_vote + 0.4 * pect_vote
     if abs(score) < min_confidence:
-        return ContentGuess(None, abs(score), f"view unknown: weak evidence ({why})")
+        return ContentGuess(None, abs(score), f"view unknown: weak evidence ({why})", None)
     view = "MLO" if score > 0 else "CC"
     return ContentGuess(view, abs(score), f"{view} from the image ({why})")
 
@@ -78,9 +79,10 @@ def laterality_from_content(
         col = str(po[1]).upper()
         if ("R" in col) != ("L" in col):
             side = "L" if "R" in col else "R"
-            return ContentGuess(side, 0.9, f"{side} from PatientOrientation's column direction {col!r}")
+            return ContentGuess(side, 0.9, f"{side} from PatientOrientation's column direction {col!r}",
+                                "PatientOrientation")
     if orientation.source == "default":
-        return ContentGuess(None, 0.0, "laterality unknown: no chest-wall side found")
+        return ContentGuess(None, 0.0, "laterality unknown: no chest-wall side found", None)
     side = "R" if orientation.flip else "L"
     reason = (f"{side} from the chest-wall side ({'right' if orientation.flip else 'left'}), assuming the standard "
               f"display orientation")
