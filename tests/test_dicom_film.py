@@ -7,7 +7,6 @@ whose anonymised header lost its spacing and acquisition tags (not film). Every 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,10 @@ from dicom_factory import write_test_dicom
 from mammokit.dicom import FILM_SPACING_MM, film_signs, read_dicom
 from mammokit.synth import generate
 from mammokit.synth import vendors as synth_vendors
+from realdata import realdata_dir
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1"
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "dicom"
 # every synthetic profile: the opt-in scanned-film profile lives in ALL_PROFILES, beside the regular VENDOR_PROFILES
 PROFILES = getattr(synth_vendors, "ALL_PROFILES", synth_vendors.VENDOR_PROFILES)
 
@@ -39,12 +38,7 @@ def _header(sop_class: str | None = SECONDARY_CAPTURE, **tags: object) -> Datase
 
 
 def _real(name: str) -> Path:
-    path = REALDATA / name
-    if not path.is_file():
-        if os.environ.get("MAMMOKIT_REQUIRE_REALDATA") == "1":
-            pytest.fail(f"{path} is missing and MAMMOKIT_REQUIRE_REALDATA=1")
-        pytest.skip(f"{path} is absent (real data lives outside the repository)")
-    return path
+    return realdata_dir() / "dicom" / name  # skips when ../shared/realdata is absent, fails under REQUIRE_REALDATA
 
 
 @pytest.mark.parametrize(("tags", "sign"), [
@@ -141,8 +135,7 @@ def test_no_synthetic_ffdm_or_cr_vendor_is_film(tmp_path: Path) -> None:
 
 def test_the_synthetic_film_profile_is_film(tmp_path: Path) -> None:
     vendors = _synthetic_profiles(film=True)
-    if not vendors:
-        pytest.skip("no synthetic film profile")
+    assert vendors, "the synthetic film profile is missing"
     generate(tmp_path / "synth", exams=len(vendors), vendors=vendors, size_scale=0.05, masks=False)
     for path in (tmp_path / "synth" / "dicom").rglob("*.dcm"):
         img = read_dicom(path, pixels=False)
