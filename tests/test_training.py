@@ -14,8 +14,9 @@ import torch
 import yaml
 
 from mammokit.data.dataset import ExamDataset, collate
+from mammokit.models import EnsembleModel
 from mammokit.release.device import model_inputs
-from mammokit.release.model import EnsembleModel, load_released
+from mammokit.release.model import load_released
 from mammokit.training.module import MammoModule
 from mammokit.training.run import _strategy, train, train_ensemble
 

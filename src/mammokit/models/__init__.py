@@ -5,6 +5,7 @@ evaluation never branch on model type. Build one with ``create_model("multiview_
 """
 
 from .backbone import Backbone, WeightLoadError, create_backbone, load_weights, map_radimagenet_keys
+from .ensemble import EnsembleModel
 from .global_local import GlobalLocalConfig, GlobalLocalNet, crop_boxes, resample_boxes, retrieve_windows, top_t_pool
 from .mil import AttentionPool, GatedAttentionPool, LSEPool, MaxPool, MeanPool, TopKMeanPool, create_mil_pool
 from .multiview import VIEW_ORDER, MultiViewConfig, MultiViewNet
@@ -15,6 +16,7 @@ __all__ = [
     "VIEW_ORDER",
     "AttentionPool",
     "Backbone",
+    "EnsembleModel",
     "GatedAttentionPool",
     "GlobalLocalConfig",
     "GlobalLocalNet",

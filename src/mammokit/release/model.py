@@ -1,7 +1,7 @@
 """Released models on disk: `model.safetensors` + `config.json` (architecture, input, preprocessing, calibration, card).
 
 An ensemble is released the same way: its members' weights live in one safetensors file under `members.<i>.`, and
-`EnsembleModel` averages the members' logits (and saliency maps), so every consumer sees one model.
+`mammokit.models.EnsembleModel` combines the members' outputs, so every consumer sees one model.
 """
 
 from __future__ import annotations
@@ -10,41 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mammokit import INTENDED_USE, __version__
 from mammokit.errors import InvalidInputError, MissingInputError
 from mammokit.io import atomic_write, atomic_write_text
-from mammokit.models import create_model
+from mammokit.models import EnsembleModel, create_model
 
 FORMAT = "mammokit-model/1"
-AVERAGED_KEYS = ("breast_logits", "exam_logit", "view_logits")
-
-
-class EnsembleModel(nn.Module):
-    """Averages the logits of member models that share one input format."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        self.members = nn.ModuleList(members)
-
-    def example_input(self, batch_size: int = 1) -> dict[str, torch.Tensor]:
-        return self.members[0].example_input(batch_size)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        outs = [m(batch) for m in self.members]
-        merged = dict(outs[0])
-        for key in AVERAGED_KEYS:
-            if key in merged:
-                merged[key] = torch.stack([o[key] for o in outs]).mean(0)
-        if isinstance(merged.get("saliency"), torch.Tensor) and merged["saliency"].numel():
-            merged["saliency"] = torch.stack([o["saliency"] for o in outs]).mean(0)
-        merged["member_exam_logits"] = torch.stack([o["exam_logit"] for o in outs], dim=0)
-        return merged
 
 
 def is_weight_source(key: str) -> bool:

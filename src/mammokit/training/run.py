@@ -29,7 +29,8 @@ from mammokit.config import dump_config
 from mammokit.data.splits import patient_kfold
 from mammokit.errors import InvalidInputError
 from mammokit.io import atomic_write, atomic_write_text
-from mammokit.release.model import EnsembleModel, architecture, is_weight_source, load_released, save_released
+from mammokit.models import EnsembleModel
+from mammokit.release.model import architecture, is_weight_source, load_released, save_released
 from mammokit.release.store_table import load_store_table
 from mammokit.training.config import StageConfig, TrainConfig
 from mammokit.training.datamodule import MammoDataModule, with_splits
