@@ -35,19 +35,15 @@ CONFIGS = {
 }
 
 
-def _targets(batch: dict, outputs: dict, gen: torch.Generator) -> dict:
+def _targets(batch: dict, outputs, gen: torch.Generator) -> dict:
     """Random breast / exam labels in the layout `module.loss_targets` builds from a loader batch."""
     from mammokit.training.module import loss_targets
 
-    b = outputs["exam_logit"].shape[0]
-    device = outputs["exam_logit"].device
+    b = outputs.exam_logit.shape[0]
+    device = outputs.exam_logit.device
     breast = (torch.rand(b, 2, generator=gen) < 0.3).float().to(device)
     fake = {"breast_labels": breast, "breast_mask": torch.ones(b, 2, dtype=torch.bool, device=device),
-            "exam_label": breast.amax(1)}
-    if "view_mask" in batch:
-        fake["view_mask"] = batch["view_mask"]
-    else:
-        fake["laterality"] = torch.randint(0, 2, (b,), generator=gen).to(device)
+            "exam_label": breast.amax(1), "view_mask": batch["view_mask"], "laterality": batch["laterality"]}
     return loss_targets(fake, outputs)
 
 

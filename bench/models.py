@@ -63,7 +63,7 @@ def child(key: str, repeats: int) -> dict:
 
         def run(m):
             out = m(batch)
-            return out["exam_logit"].sum() + sum(v.sum() for k, v in out["aux"].items() if k in ("global", "local"))
+            return out.exam_logit.sum() + sum(v.sum() for k, v in out.aux_view_logits.items() if k != "fusion")
     params = sum(p.numel() for p in model.parameters())
     model.eval()
     fwd = []

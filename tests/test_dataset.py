@@ -145,10 +145,12 @@ def test_breast_and_view_levels(synth_store, table):
     side = 0 if breasts.items[0]["laterality"] == "L" else 1
     assert item["view_mask"].tolist() == ([True, True, False, False] if side == 0 else [False, False, True, True])
     assert item["breast_mask"].tolist() == [side == 0, side == 1]
+    assert item["laterality"].tolist() == [0, 0, 1, 1]  # every level yields the model contract's keys
     views = make(table, synth_store.store, level="view")
     assert len(views) == 48
-    v = views[0]
-    assert v["image"].shape == (1, *SIZE) and v["laterality"].item() in (0, 1)
+    for v, it in zip(views, views.items, strict=True):  # one view per item, laterality from the view itself
+        assert v["images"].shape == (1, 1, *SIZE) and v["view_mask"].tolist() == [True]
+        assert v["laterality"].tolist() == [0 if it["laterality"] == "L" else 1]
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -3,6 +3,8 @@ saliency and patches, and the exact mapping of heatmaps and boxes from the input
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
@@ -108,20 +110,20 @@ def test_input_boxes_map_exactly_to_dicom(flip: bool, expected: tuple[float, ...
 # ----------------------------------------------------------------------------------------------- model maps
 def test_model_saliency_upsamples_bilinearly_and_keeps_probabilities() -> None:
     sal = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]], [[[0.5, 0.5], [0.5, 0.5]]]])  # (B=2, V=1, 2, 2)
-    up = model_saliency({"saliency": sal}, (4, 4))
+    up = model_saliency(SimpleNamespace(saliency=sal), (4, 4))
     assert up.shape == (2, 1, 4, 4) and up.dtype == np.float32
     # half-pixel bilinear: output column 2 samples source x = 0.75 -> 0.75 * 1 + 0.25 * 0
     np.testing.assert_allclose(up[0, 0, 0], [0.0, 0.25, 0.75, 1.0], atol=1e-6)
     np.testing.assert_allclose(up[0, 0, 3], 0.0, atol=1e-6)
     np.testing.assert_allclose(up[1], 0.5, atol=1e-6)  # not renormalised
     with pytest.raises(ValueError, match="saliency"):
-        model_saliency({}, (4, 4))
+        model_saliency(SimpleNamespace(saliency=None), (4, 4))
 
 
 def test_patch_overlays_sort_by_attention_and_skip_missing_views() -> None:
     boxes = torch.tensor([[[[0, 0, 2, 2], [2, 2, 4, 4]], [[0, 0, 1, 1], [1, 1, 2, 2]]]], dtype=torch.float32)
     att = torch.tensor([[[0.3, 0.7], [0.5, 0.5]]])
-    out = {"patch_boxes": boxes, "patch_attention": att, "view_mask": torch.tensor([[True, False]])}
+    out = SimpleNamespace(patch_boxes=boxes, patch_attention=att, view_mask=torch.tensor([[True, False]]))
     ov = patch_overlays(out)
     np.testing.assert_allclose(ov[0][0].attention, [0.7, 0.3])
     np.testing.assert_allclose(ov[0][0].boxes, [[2, 2, 4, 4], [0, 0, 2, 2]])
@@ -149,7 +151,7 @@ def _manual_gradcam(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> n
     try:
         model.eval()
         out = model(batch)
-        (grad,) = torch.autograd.grad(out["exam_logit"].sum(), feats[0])
+        (grad,) = torch.autograd.grad(out.exam_logit.sum(), feats[0])
     finally:
         handle.remove()
     feat = feats[0].detach()
@@ -207,7 +209,7 @@ def test_gradcam_leaves_no_hooks_and_restores_the_model(multiview) -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.eval()
     with torch.no_grad():
-        before = model(batch)["exam_logit"].clone()
+        before = model(batch).exam_logit.clone()
     for n, m in model.named_modules():
         m.training = modes[n]
 
@@ -228,15 +230,15 @@ def test_gradcam_leaves_no_hooks_and_restores_the_model(multiview) -> None:
         assert torch.equal(v, state[k]), k  # batch-norm statistics untouched
     model.eval()
     with torch.no_grad():
-        assert torch.equal(model(batch)["exam_logit"], before)
+        assert torch.equal(model(batch).exam_logit, before)
     model.train()
 
 
 def test_gradcam_rejects_unknown_models_and_batches() -> None:
-    with pytest.raises(ValueError, match="MultiViewNet or GlobalLocalNet"):
-        gradcam(torch.nn.Linear(2, 1), {"image": torch.zeros(1, 1, 8, 8)})
     model = create_model("global_only", preset="cpu", image_size=(64, 64), seed=0)
-    with pytest.raises(ValueError, match="'image'"):
+    with pytest.raises(ValueError, match="gradcam: model input needs 'images'"):
+        gradcam(model, {"image": torch.zeros(1, 1, 64, 64)})
+    with pytest.raises(ValueError, match="takes 1"):
         gradcam(model, {"images": torch.zeros(1, 4, 1, 64, 64)})
 
 
@@ -279,9 +281,9 @@ def lesion_finder() -> torch.nn.Module:
     model.train()
     for step in range(150):
         x, y, _ = _blobs(32, 1000 + step)
-        out = model({"image": x})
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(out["exam_logit"], y)
-        loss = loss + 0.5 * saliency_l1(out["saliency"])  # GMIC's sparsity term
+        out = model({"images": x[:, None]})
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.exam_logit, y)
+        loss = loss + 0.5 * saliency_l1(out.saliency)  # GMIC's sparsity term
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -297,14 +299,15 @@ def test_gradcam_and_saliency_find_the_planted_lesion(lesion_finder) -> None:
     x, y, centres = _blobs(96, seed=7)
     pos = y.numpy() > 0
     with torch.no_grad():
-        out = lesion_finder({"image": x})
-    scores = out["exam_logit"].numpy()
+        out = lesion_finder({"images": x[:, None]})
+    scores = out.exam_logit.numpy()
     assert scores[pos].mean() > scores[~pos].mean() + 2.0  # it learned to detect the blob
-    cam = gradcam(lesion_finder, {"image": x[pos]}, target="exam")[:, 0]
+    cam = gradcam(lesion_finder, {"images": x[pos][:, None]}, target="exam")[:, 0]
     sal = model_saliency(out, (SIZE, SIZE))[pos, 0]
     assert cam.shape == (pos.sum(), SIZE, SIZE)
     # one view: its breast logit and its view logit are the exam logit
-    np.testing.assert_allclose(gradcam(lesion_finder, {"image": x[pos]}, target="breast")[:, 0], cam, atol=1e-6)
+    np.testing.assert_allclose(gradcam(lesion_finder, {"images": x[pos][:, None]}, target="breast")[:, 0], cam,
+                               atol=1e-6)
     assert _hit_rate(cam, centres[pos]) >= 0.8
     assert _hit_rate(sal, centres[pos]) >= 0.8
     # the blob-free images give no consistent hit: peaks land on the (random) texture

@@ -43,7 +43,7 @@ def _ort_vs_torch(onnx_path: Path, model: torch.nn.Module, batch: dict[str, torc
     with torch.no_grad():
         ref = model({k: v for k, v in batch.items()})
     for name in OUTPUT_NAMES:
-        np.testing.assert_allclose(got[name], ref[name].numpy(), rtol=1e-3, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(got[name], getattr(ref, name).numpy(), rtol=1e-3, atol=1e-4, err_msg=name)
 
 
 def test_onnx_matches_pytorch_on_example_input(four_view: tuple[Path, Path]) -> None:
@@ -81,7 +81,7 @@ def test_check_detects_a_model_that_differs(four_view: tuple[Path, Path]) -> Non
 def test_single_view_model_exports(tmp_path: Path) -> None:
     model_dir = _release(tmp_path / "model", "gmic", "view")
     result = export_onnx(model_dir, tmp_path / "gmic.onnx", opset=18)
-    assert result.inputs == {"image": [1, 1, 64, 40], "full": [1, 1, 128, 80]}
+    assert result.inputs == {"images": [1, 1, 1, 64, 40], "full": [1, 1, 1, 128, 80]}
     model, _ = load_released(model_dir)
     _ort_vs_torch(tmp_path / "gmic.onnx", model, model.example_input(2, seed=1))
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
+from mammokit.models.contract import ModelOutput
 from mammokit.training.losses import (
     LossConfig,
     MammoLoss,
@@ -98,17 +99,20 @@ def test_saliency_l1_and_view_targets() -> None:
     assert torch.equal(view_targets(breast, torch.tensor([1, 1])), torch.tensor([1.0, 0.0]))
 
 
-def _outputs(b: int = 2) -> dict:
-    return {
-        "breast_logits": torch.zeros(b, 2, requires_grad=True),
-        "exam_logit": torch.full((b,), LN3, requires_grad=True),
-        "aux": {
-            "global": torch.full((b, 2), LN3, requires_grad=True),
-            "local": torch.zeros(b, 4, requires_grad=True),
-            "fusion": torch.zeros(b, 2),
-            "saliency": torch.full((b, 4, 3, 3), -0.5),
-        },
-    }
+def _outputs(b: int = 2) -> ModelOutput:
+    """A four-view `ModelOutput` with known logits (B = 2 = the number of breasts, so shapes alone are ambiguous)."""
+    return ModelOutput(
+        breast_logits=torch.zeros(b, 2, requires_grad=True),
+        breast_mask=torch.ones(b, 2, dtype=torch.bool),
+        exam_logit=torch.full((b,), LN3, requires_grad=True),
+        view_logits=torch.zeros(b, 4),
+        view_mask=torch.ones(b, 4, dtype=torch.bool),
+        saliency=torch.full((b, 4, 3, 3), -0.5),
+        patch_boxes=torch.zeros(b, 4, 0, 4),
+        patch_attention=torch.zeros(b, 4, 0),
+        aux_view_logits={"global": torch.full((b, 4), LN3, requires_grad=True),
+                         "local": torch.zeros(b, 4, requires_grad=True), "fusion": torch.zeros(b, 4)},
+    )
 
 
 def test_mammoloss_gmic_composite_by_hand() -> None:
@@ -121,8 +125,8 @@ def test_mammoloss_gmic_composite_by_hand() -> None:
     total, parts = loss(_outputs(), targets)
     breast = math.log(2)  # three known breasts, logit 0
     exam = (-math.log(0.75) - math.log(0.25)) / 2
-    glob = (-math.log(0.75) - math.log(0.25) - math.log(0.75)) / 3  # global (B,2) -> breast labels, NaN dropped
-    local = math.log(2)  # local (B,4) -> view labels
+    glob = (-math.log(0.75) - math.log(0.25)) / 2  # every aux head -> view labels, by name (half 1, half 0)
+    local = math.log(2)
     expected = breast + 3.0 * exam + 0.5 * glob + 2.0 * local + 0.1 * 0.5
     assert total.item() == pytest.approx(expected, rel=1e-6)
     assert parts["breast"].item() == pytest.approx(breast, rel=1e-6)
@@ -142,12 +146,12 @@ def test_mammoloss_masked_entries_contribute_nothing() -> None:
     loss = MammoLoss(kind="focal", aux_weights={}, gamma=2.0, alpha=0.25)
     total, _ = loss(out, targets)
     total.backward()
-    assert out["breast_logits"].grad[0, 1] == 0 and out["breast_logits"].grad[0, 0] != 0
-    assert out["exam_logit"].grad[1] == 0 and out["exam_logit"].grad[0] != 0
+    assert out.breast_logits.grad[0, 1] == 0 and out.breast_logits.grad[0, 0] != 0
+    assert out.exam_logit.grad[1] == 0 and out.exam_logit.grad[0] != 0
     changed = _outputs()
     with torch.no_grad():
-        changed["breast_logits"][0, 1] = 25.0
-        changed["exam_logit"][1] = -25.0
+        changed.breast_logits[0, 1] = 25.0
+        changed.exam_logit[1] = -25.0
     assert loss(changed, targets)[0].item() == pytest.approx(total.item(), rel=1e-6)
 
 
@@ -157,7 +161,7 @@ def test_mammoloss_all_unknown_is_zero_and_differentiable() -> None:
     total, _ = MammoLoss(aux_weights={})(out, targets)
     assert total.item() == 0.0
     total.backward()
-    assert torch.equal(out["breast_logits"].grad, torch.zeros(1, 2))
+    assert torch.equal(out.breast_logits.grad, torch.zeros(1, 2))
 
 
 def test_mammoloss_config_and_errors() -> None:
@@ -171,9 +175,11 @@ def test_mammoloss_config_and_errors() -> None:
     with pytest.raises(ValueError, match="kind"):
         LossConfig(kind="hinge")
     out = _outputs()
-    out["aux"]["global"] = torch.zeros(2, 3)
-    targets = {"breast_labels": torch.zeros(2, 2), "exam_label": torch.zeros(2)}
+    out.aux_view_logits["global"] = torch.zeros(2, 3)
+    targets = {"breast_labels": torch.zeros(2, 2), "exam_label": torch.zeros(2), "view_labels": torch.zeros(2, 4)}
     with pytest.raises(ValueError, match="'global'"):
         MammoLoss()(out, targets)
+    with pytest.raises(KeyError, match="view_labels"):
+        MammoLoss()(_outputs(), {"breast_labels": torch.zeros(2, 2), "exam_label": torch.zeros(2)})
     with pytest.raises(ValueError, match="breast_logits"):
         MammoLoss(aux_weights={})({"breast_logits": torch.zeros(2, 3), "exam_logit": torch.zeros(2)}, targets)

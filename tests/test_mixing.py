@@ -22,7 +22,7 @@ def exam_batch() -> dict:
     box = np.array([[1.0, 1.0, 3.0, 3.0]], np.float32)
     empty = np.zeros((0, 4), np.float32)
     return {
-        "images": images, "full": full, "view_mask": view_mask,
+        "images": images, "full": full, "view_mask": view_mask, "laterality": torch.tensor([[0, 0, 1, 1]] * n),
         "breast_labels": torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [NAN, 0.0]]),
         "breast_mask": torch.tensor([[True, True], [True, True], [True, True], [False, True]]),
         "exam_label": torch.tensor([1.0, 1.0, 0.0, NAN]),
@@ -37,7 +37,7 @@ def test_partners_share_the_view_layout() -> None:
     for seed in range(10):
         perm = layout_partners(batch, np.random.default_rng(seed)).tolist()
         assert sorted(perm) == [0, 1, 2, 3] and perm[2] == 2  # exam 2 is alone in its layout
-    single = {"laterality": torch.tensor([0, 1, 0, 1, 1])}
+    single = {"laterality": torch.tensor([[0], [1], [0], [1], [1]]), "view_mask": torch.ones(5, 1, dtype=torch.bool)}
     for seed in range(10):
         perm = layout_partners(single, np.random.default_rng(seed)).tolist()
         assert all(single["laterality"][j] == single["laterality"][i] for i, j in enumerate(perm))

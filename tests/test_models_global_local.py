@@ -70,27 +70,27 @@ def test_planted_spot_is_retrieved_from_the_full_resolution_image() -> None:
     seen = []
     hooks = [model.saliency_head.register_forward_hook(lambda m, i, o: forced),
              model.local_net.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))]
-    out = model({"image": image, "full": full})
+    out = model({"images": image[:, None], "full": full[:, None]})
     for hk in hooks:
         hk.remove()
-    y0, x0, y1, x1 = (out["patch_boxes"][0, 0, 0] * 4).tolist()  # image pixels -> full pixels
+    y0, x0, y1, x1 = (out.patch_boxes[0, 0, 0] * 4).tolist()  # image pixels -> full pixels
     assert y0 <= 300 < y1 and x0 <= 200 < x1
     assert seen[0][0].max().item() == 50.0  # the local network saw the full-resolution spot itself
-    assert out["saliency"].shape == (1, 1, h, w)
+    assert out.saliency.shape == (1, 1, h, w)
 
 
 def test_gradients_reach_both_pathways_and_outputs_follow_the_contract() -> None:
     torch.manual_seed(1)
     model = create_model("gmic", **SMALL)
     batch = model.example_input(2)
-    batch["laterality"] = torch.tensor([1, 0])
+    batch["laterality"] = torch.tensor([[1], [0]])
     out = model(batch)
-    assert out["breast_logits"].shape == (2, 2) and out["exam_logit"].shape == (2,)
-    assert out["breast_mask"].tolist() == [[False, True], [True, False]]
-    torch.testing.assert_close(out["breast_logits"][0, 1], out["view_logits"][0])
-    assert out["patch_boxes"].shape == (2, 1, 3, 4) and out["patch_attention"].shape == (2, 1, 3)
-    torch.testing.assert_close(out["patch_attention"].sum(-1), torch.ones(2, 1))
-    loss = sum(out["aux"][k].sum() for k in ("global", "local", "fusion")) + out["aux"]["saliency"].abs().mean()
+    assert out.breast_logits.shape == (2, 2) and out.exam_logit.shape == (2,)
+    assert out.breast_mask.tolist() == [[False, True], [True, False]]
+    torch.testing.assert_close(out.breast_logits[0, 1], out.view_logits[0, 0])
+    assert out.patch_boxes.shape == (2, 1, 3, 4) and out.patch_attention.shape == (2, 1, 3)
+    torch.testing.assert_close(out.patch_attention.sum(-1), torch.ones(2, 1))
+    loss = sum(out.aux_view_logits[k].sum() for k in ("global", "local", "fusion")) + out.saliency.abs().mean()
     loss.backward()
     for part in (model.global_net, model.local_net, model.mil, model.fusion_head):
         grads = [p.grad for p in part.parameters() if p.requires_grad]
@@ -102,37 +102,38 @@ def test_grid_mode_uses_the_given_boxes() -> None:
     model = create_model("gmic", patch_source="grid", image_size=(128, 80), full_size=(256, 160), patch_size=32,
                          num_patches=4).eval()
     batch = model.example_input(1)
-    assert batch["patch_boxes"].shape == (1, 4, 4)
+    assert batch["patch_boxes"].shape == (1, 1, 4, 4)
     seen = []
     hook = model.local_net.register_forward_hook(lambda m, i, o: seen.append(i[0]))
     out = model(batch)
     hook.remove()
-    torch.testing.assert_close(out["patch_boxes"][:, 0], batch["patch_boxes"])
-    full_boxes = (batch["patch_boxes"] * 2).long()  # 32-px boxes at full resolution
-    torch.testing.assert_close(seen[0], crop_boxes(batch["full"], full_boxes, 32), rtol=0, atol=1e-4)
+    torch.testing.assert_close(out.patch_boxes, batch["patch_boxes"])
+    full_boxes = (batch["patch_boxes"][:, 0] * 2).long()  # 32-px boxes at full resolution
+    torch.testing.assert_close(seen[0], crop_boxes(batch["full"][:, 0], full_boxes, 32), rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="patch_boxes"):
-        model({"image": batch["image"], "full": batch["full"]})
+        model({"images": batch["images"], "full": batch["full"]})
 
 
 def test_global_only_has_empty_patch_outputs() -> None:
     model = create_model("global_only", image_size=(128, 80))
     out = model(model.example_input(2))
-    assert out["patch_boxes"].shape == (2, 1, 0, 4) and out["patch_attention"].shape == (2, 1, 0)
-    torch.testing.assert_close(out["aux"]["global"], out["exam_logit"])
+    assert out.patch_boxes.shape == (2, 1, 0, 4) and out.patch_attention.shape == (2, 1, 0)
+    torch.testing.assert_close(out.aux_view_logits["global"][:, 0], out.exam_logit)
+    assert sorted(out.aux_view_logits) == ["global"]  # no local head to train twice on the global logit
 
 
 def test_seeded_models_are_deterministic() -> None:
     a, b = (create_model("gmic", seed=7, **SMALL).eval() for _ in range(2))
     c = create_model("gmic", seed=8, **SMALL).eval()
     x = a.example_input(2, seed=3)
-    torch.testing.assert_close(a(x)["exam_logit"], b(x)["exam_logit"], rtol=0, atol=0)
-    assert not torch.allclose(a(x)["exam_logit"], c(x)["exam_logit"])
+    torch.testing.assert_close(a(x).exam_logit, b(x).exam_logit, rtol=0, atol=0)
+    assert not torch.allclose(a(x).exam_logit, c(x).exam_logit)
 
 
 def test_bad_inputs_are_clear_errors() -> None:
     model = GlobalLocalNet(**SMALL)
-    with pytest.raises(ValueError, match="'image' must be"):
-        model({"image": torch.zeros(1, 3, 128, 80)})
+    with pytest.raises(ValueError, match="'images' must be"):
+        model({"images": torch.zeros(1, 1, 3, 128, 80)})
     with pytest.raises(ValueError, match="patch_source"):
         create_model("gmic", patch_source="random")
     with pytest.raises(ValueError, match="unknown model"):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from mammokit.dicom import read_dicom
+from mammokit.errors import InvalidInputError
 from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.geometry import TransformRecord, apply_transform, stored_to_original_boxes
 from mammokit.preprocess.pipeline import file_stem, run_pipeline
@@ -211,7 +212,7 @@ def test_show_writes_a_two_panel_png(run: dict, tmp_path: Path) -> None:
     red = (picture[..., 2] > 200) & (picture[..., 1] < 80) & (picture[..., 0] < 80)
     yellow = (picture[..., 2] > 200) & (picture[..., 1] > 180) & (picture[..., 0] < 80)
     assert (red | yellow).sum() > 50  # the lesion boxes are drawn
-    with pytest.raises(KeyError, match="no image 'absent'"):
+    with pytest.raises(InvalidInputError, match="no image 'absent'"):
         write_show(run["store"], "absent", tmp_path / "x.png")
 
 

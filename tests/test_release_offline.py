@@ -3,7 +3,6 @@ released model and `predict` run after it is gone, and a release never asks timm
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from safetensors.torch import save_file
 
 from mammokit.models import create_backbone
 from mammokit.predict import predict_studies
+from mammokit.release.config_schema import read_config, write_config
 from mammokit.release.device import model_inputs
 from mammokit.release.model import load_released
 from mammokit.training.run import train
@@ -61,7 +61,7 @@ def test_released_model_loads_and_predicts_without_its_weight_source(trained_fro
         assert torch.equal(value, final[key]), key
     with torch.no_grad():
         out = model(model_inputs(val_batch(run, synth_store.store)))
-    assert torch.isfinite(out["exam_logit"]).all()
+    assert torch.isfinite(out.exam_logit).all()
     study = sorted((synth_store.raw / "dicom").iterdir())[0]
     preds = predict_studies(run, study, out=tmp_path / "pred", device="cpu")
     assert len(preds) == 1 and 0.0 <= preds[0].prediction["exam"]["prob"] <= 1.0
@@ -75,9 +75,9 @@ def test_an_older_release_naming_weight_sources_loads_offline(trained_from_file,
     model_dir.mkdir()
     src = trained_from_file["run"] / "model"
     (model_dir / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes())
-    config = json.loads((src / "config.json").read_text())
-    config["model"]["kwargs"].update(global_pretrained="timm:a1_in1k", local_pretrained="file:/nowhere/w.safetensors")
-    (model_dir / "config.json").write_text(json.dumps(config))
+    config = read_config(src / "config.json")
+    config.model.kwargs.update(global_pretrained="timm:a1_in1k", local_pretrained="file:/nowhere/w.safetensors")
+    write_config(model_dir / "config.json", config)
     old, _ = load_released(model_dir)
     new, _ = load_released(src)
     for key, value in new.state_dict().items():

@@ -72,11 +72,11 @@ def test_tiny_training_end_to_end(tiny_config, synth_store):
     with torch.no_grad():
         want, got = module(batch), released(model_inputs(batch))
     for key in ("exam_logit", "breast_logits"):
-        torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(getattr(got, key), getattr(want, key), rtol=0, atol=1e-6)
     # and training changed the weights: a fresh model of the same seed gives other outputs
     fresh = MammoModule(cfg.model.name, cfg.model.kwargs, seed=cfg.seed).eval()
     with torch.no_grad():
-        assert not torch.allclose(fresh(batch)["exam_logit"], want["exam_logit"], atol=1e-4)
+        assert not torch.allclose(fresh(batch).exam_logit, want.exam_logit, atol=1e-4)
 
 
 WARM_OPENCV_THEN_TRAIN = """
@@ -116,12 +116,12 @@ def test_ensemble_releases_the_mean_of_its_members(tiny_config, synth_store):
     batch = model_inputs(val_batch(base / "seed-0", synth_store.store))
     with torch.no_grad():
         out = ensemble(batch)
-        logits = [m(batch)["exam_logit"] for m in members]
-        breast = [m(batch)["breast_logits"] for m in members]
+        logits = [m(batch).exam_logit for m in members]
+        breast = [m(batch).breast_logits for m in members]
     assert not torch.allclose(logits[0], logits[1])  # two seeds, two different members
-    torch.testing.assert_close(out["exam_logit"], (logits[0] + logits[1]) / 2, rtol=0, atol=1e-6)
-    torch.testing.assert_close(out["breast_logits"], (breast[0] + breast[1]) / 2, rtol=0, atol=1e-6)
-    torch.testing.assert_close(out["member_exam_logits"], torch.stack(logits), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.exam_logit, (logits[0] + logits[1]) / 2, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.breast_logits, (breast[0] + breast[1]) / 2, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.member_exam_logits, torch.stack(logits), rtol=0, atol=1e-6)
     assert yaml.safe_load((base / "seed-1" / "config.yaml").read_text())["seed"] == 1
 
 

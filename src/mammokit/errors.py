@@ -7,7 +7,7 @@ keep working.
 
 from __future__ import annotations
 
-__all__ = ["InvalidInputError", "MammokitError", "MissingInputError"]
+__all__ = ["InvalidInputError", "MammokitError", "MissingDependencyError", "MissingInputError"]
 
 
 class MammokitError(Exception):
@@ -20,3 +20,7 @@ class InvalidInputError(MammokitError, ValueError):
 
 class MissingInputError(MammokitError, FileNotFoundError):
     """A file, folder or split the user named that does not exist."""
+
+
+class MissingDependencyError(MammokitError, ImportError):
+    """An optional package a requested input needs (e.g. an Excel reader for a .xlsx label table) is not installed."""

@@ -11,10 +11,10 @@ instead, and fixes everything that depends on shapes, so the graph is exported f
   released config (patch retrieval windows and top-t pooling sizes are traced as constants);
 - a free batch size (dynamic axis 0 on every input and output).
 
-Inputs are named as in the model's batch dict (`images`, `full` for four-view models; `image`, `full` for single
-views; `patch_boxes` in grid mode) and the outputs `exam_logit`, `breast_logits`, `saliency`. The released
-config.json (model card, preprocessing config, normalisation statistics, calibration) is written beside the .onnx
-with an `onnx` section describing the graph and the measured agreement with PyTorch.
+Inputs are named as in the model's `ModelInput` (`images` (B, V, 1, H, W) and `full`, with V = 4 for exam models
+and 1 for single views; `patch_boxes` in grid mode) and the outputs `exam_logit`, `breast_logits`, `saliency`.
+The released config.json (model card, preprocessing config, normalisation statistics, calibration) is written beside
+the .onnx with an `onnx` section describing the graph and the measured agreement with PyTorch.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from mammokit.release.model import load_released, resolve_model_dir
 __all__ = ["OUTPUT_NAMES", "ExportResult", "OnnxMismatchError", "check_onnx", "export_inputs", "export_onnx"]
 
 OUTPUT_NAMES = ("exam_logit", "breast_logits", "saliency")
-INPUT_KEYS = ("images", "image", "full", "patch_boxes", "patch_mask")
+INPUT_KEYS = ("images", "full", "patch_boxes", "patch_mask")  # view_mask / laterality: every view present, in order
 EXPORTER = "torch.onnx.export (TorchScript tracer, dynamo=False)"
 
 
@@ -55,7 +55,7 @@ class _ExportWrapper(nn.Module):
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(dict(zip(self.keys, tensors, strict=True)))
-        return tuple(out[name] for name in OUTPUT_NAMES)
+        return tuple(getattr(out, name) for name in OUTPUT_NAMES)
 
 
 @dataclass
@@ -74,28 +74,21 @@ def export_inputs(model: nn.Module, config: dict[str, Any], batch_size: int = 1,
 
     Only the keys the graph takes are kept (`view_mask` is dropped: every view is present).
     """
-    example = model.example_input(batch_size, seed=seed) if _takes_seed(model) else model.example_input(batch_size)
+    example = model.example_input(batch_size, seed)
     batch = {k: example[k] for k in INPUT_KEYS if k in example}
     inp = config.get("input") or {}
-    key = "images" if "images" in batch else "image"
     if "input_size" in inp:
         h, w = (int(v) for v in inp["input_size"])
         k = int(inp.get("full_scale", 0))
-        lead = tuple(batch[key].shape[:-2])
-        if tuple(batch[key].shape[-2:]) != (h, w) or ("full" in batch) != bool(k) or (
+        lead = tuple(batch["images"].shape[:-2])
+        if tuple(batch["images"].shape[-2:]) != (h, w) or ("full" in batch) != bool(k) or (
                 k and tuple(batch["full"].shape[-2:]) != (h * k, w * k)):
             g = torch.Generator().manual_seed(seed)
-            batch[key] = torch.randn(*lead, h, w, generator=g)
+            batch["images"] = torch.randn(*lead, h, w, generator=g)
             batch.pop("full", None)
             if k:
                 batch["full"] = torch.randn(*lead, h * k, w * k, generator=g)
     return batch
-
-
-def _takes_seed(model: nn.Module) -> bool:
-    import inspect
-
-    return "seed" in inspect.signature(model.example_input).parameters
 
 
 def check_onnx(onnx_path: str | Path, model: nn.Module, batch: dict[str, torch.Tensor], *, rtol: float = 1e-3,
@@ -174,11 +167,17 @@ def export_onnx(model_path: str | Path, out: str | Path, *, opset: int = 17, rto
     card = {k: v for k, v in config.items() if k != "onnx"}
     card["onnx"] = {
         "file": out.name, "opset": opset, "exporter": EXPORTER, "inputs": shapes, "outputs": list(OUTPUT_NAMES),
-        "views": "all four views present, in VIEW_ORDER (L-CC, L-MLO, R-CC, R-MLO)" if "images" in names
-        else "one view", "check": {"runtime": "onnxruntime CPU", "rtol": rtol, "atol": atol, "max_abs_error": max_err},
+        "views": _views_text(int(batch["images"].shape[1])),
+        "check": {"runtime": "onnxruntime CPU", "rtol": rtol, "atol": atol, "max_abs_error": max_err},
         "calibration": {level: f"{c.chosen.formula()} with {c.chosen.describe()} on the {level} logit"
                         for level, c in calibration_from_config(config).items()},
     }
     card_path = out.parent / "config.json"
     atomic_write_text(card_path, json.dumps(card, indent=2, default=str))
     return ExportResult(out, card_path, {n: list(batch[n].shape) for n in names}, max_err)
+
+
+def _views_text(views: int) -> str:
+    if views == 4:
+        return "all four views present, in VIEW_ORDER (L-CC, L-MLO, R-CC, R-MLO)"
+    return "one view (its logit fills the left breast column: no laterality input)"

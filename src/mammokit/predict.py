@@ -51,10 +51,11 @@ from mammokit.evaluation.explain import (
 from mammokit.evaluation.inference import dataset_for
 from mammokit.ids import hash_id, resolve_salt
 from mammokit.io import atomic_write, atomic_write_text
+from mammokit.models.contract import ModelOutput
 from mammokit.preprocess.config import PreprocessConfig
-from mammokit.preprocess.geometry import TransformRecord
 from mammokit.preprocess.pipeline import run_pipeline
 from mammokit.preprocess.stats import view_group
+from mammokit.preprocess.store_schema import row_transform
 from mammokit.release.calibration import Calibrator, LevelCalibration, calibration_from_config
 from mammokit.release.device import model_inputs, resolve_device
 from mammokit.release.model import load_released, resolve_model_dir
@@ -271,13 +272,13 @@ def _image_hash(row: pd.Series | dict[str, Any]) -> str:
     return hash_id(str(row.get("sop_uid") or row.get("image_id")), resolve_salt()) or "unknown"
 
 
-def _heatmaps(model: torch.nn.Module, batch: dict[str, Any], out: dict[str, Any], kind: str,
+def _heatmaps(model: torch.nn.Module, batch: dict[str, Any], out: ModelOutput, kind: str,
               input_size: tuple[int, int], warnings: list[str]) -> np.ndarray:
     """(V, H, W) heatmaps over the global input canvas: the model's saliency or Grad-CAM of the breast logits."""
     if kind == "gradcam":
         try:
             return gradcam(model, model_inputs(batch), target="breast")[0]
-        except ValueError as err:  # e.g. an ensemble: Grad-CAM needs one network
+        except ValueError as err:  # e.g. a custom layer that does not run once per view
             warnings.append(f"Grad-CAM unavailable ({err}); the model's own saliency map is shown instead")
     return model_saliency(out, input_size)[0]
 
@@ -317,9 +318,9 @@ def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame
         with torch.no_grad():
             out = model(model_inputs(batch, next(model.parameters()).device))
         heat = _heatmaps(model, batch, out, kind, dataset.input_size, warnings)
-        view_logits = out["view_logits"].detach().float().cpu().reshape(1, -1)[0].numpy()
-        boxes = out["patch_boxes"].detach().float().cpu()[0].numpy()
-        attention = out["patch_attention"].detach().float().cpu()[0].numpy()
+        view_logits = out.view_logits[0].detach().float().cpu().numpy()
+        boxes = out.patch_boxes[0].detach().float().cpu().numpy()
+        attention = out.patch_attention[0].detach().float().cpu().numpy()
         views = []
         for slot, image_id in enumerate(batch["image_ids"][0]):
             if not image_id:
@@ -327,9 +328,9 @@ def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame
             row = by_id.loc[image_id]
             views.append(_view_entry(row, heat[slot], boxes[slot], attention[slot], float(view_logits[slot]),
                                      full_size, k, kind, out_dir, view_calibrator, overlay_max_side))
-        items.append({"exam_logit": float(out["exam_logit"].reshape(-1)[0]),
-                      "breast_logits": out["breast_logits"][0].detach().float().cpu().numpy(),
-                      "breast_mask": out["breast_mask"][0].cpu().numpy().astype(bool), "views": views})
+        items.append({"exam_logit": float(out.exam_logit[0]),
+                      "breast_logits": out.breast_logits[0].detach().float().cpu().numpy(),
+                      "breast_mask": out.breast_mask[0].cpu().numpy(), "views": views})
     return items
 
 
@@ -337,7 +338,7 @@ def _view_entry(row: pd.Series, heat_input: np.ndarray, boxes: np.ndarray, atten
                 full_size: tuple[int, int], downscale: float, kind: str, out_dir: Path, calibrator: Calibrator,
                 overlay_max_side: int | None) -> dict[str, Any]:
     """One view of prediction.json: its scores, the heatmap on the DICOM grid (PNG files) and its patch boxes."""
-    record = TransformRecord.from_dict(json.loads(row["transform"]))
+    record = row_transform(row)
     stored_shape = tuple(record.stored_shape)
     # The placement comes from `fit_into` itself, so the map back can never drift from what the dataset rendered.
     _, placement = fit_into(np.zeros(stored_shape, np.float32), full_size, 0.0)

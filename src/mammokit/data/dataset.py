@@ -4,7 +4,9 @@ One item of the default `exam` level is the four views of an exam in the fixed o
 (missing views are masked, never zero-filled into averages), their breast- and exam-level labels, and two renderings
 of every view: the global input at the model's size and a `full_scale`× larger "full" view the local pathway crops
 from. At the `breast` level an item holds one breast's CC and MLO in the same four slots (the other breast masked);
-at the `view` level an item is one image, for single-view models.
+at the `view` level an item is one image, for single-view models. Every level yields the models' `ModelInput`
+keys with views on axis 0 (`images` (V, 1, H, W), `full`, `view_mask` (V,), `laterality` (V,)), so a batch is
+(B, V, ...) for every model.
 
 Per image: read the stored physical values → resize into the full input (aspect kept, chest wall left, padded right
 and bottom) → augment (training only, seeded per item and epoch) → normalise (per image, or per view group: CC and
@@ -13,7 +15,6 @@ MLO never mixed) → area-downscale to the global input.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 from mammokit.data.augment import Augment, item_rng
 from mammokit.errors import InvalidInputError
 from mammokit.preprocess.store import read_image
+from mammokit.preprocess.store_schema import row_lesions
 
 VIEW_SLOTS: tuple[tuple[str, str], ...] = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
 LEVELS = ("exam", "breast", "view")
@@ -169,6 +171,12 @@ class ExamDataset(Dataset):
         """Patient id of each item (the unit of balanced sampling)."""
         return np.array([it["patient_id"] for it in self.items])
 
+    def _slot_laterality(self, item: dict[str, Any]) -> np.ndarray:
+        """Each slot's breast (0 = L, 1 = R): the view's own at the view level, `VIEW_SLOTS` order otherwise."""
+        if self.level == "view":
+            return np.array([0 if item["laterality"] == "L" else 1], np.int64)
+        return np.array([0 if lat == "L" else 1 for lat, _ in VIEW_SLOTS], np.int64)
+
     # ----------------------------------------------------------------------------------------------- images
     def full_size(self) -> tuple[int, int]:
         """(H, W) of the full view the local pathway crops from."""
@@ -246,16 +254,12 @@ class ExamDataset(Dataset):
             "lesion_malignant": malignant,  # per slot, (N,) bool
             "index": index,
         }
-        if self.level == "view":
-            out["image"] = torch.from_numpy(images[0])
-            if self.full_scale:
-                out["full"] = torch.from_numpy(full[0])
-            out["laterality"] = torch.tensor(0 if item["laterality"] == "L" else 1)
-        else:
-            out["images"] = torch.from_numpy(images)
-            if self.full_scale:
-                out["full"] = torch.from_numpy(full)
-            out["view_mask"] = torch.from_numpy(view_mask)
+        # the `ModelInput` contract at both levels: views on axis 0 of every per-view tensor (one view at "view")
+        out["images"] = torch.from_numpy(images)
+        if self.full_scale:
+            out["full"] = torch.from_numpy(full)
+        out["view_mask"] = torch.from_numpy(view_mask)
+        out["laterality"] = torch.from_numpy(self._slot_laterality(item))
         return out
 
 
@@ -271,15 +275,13 @@ def _nan_if_none(value: int | None) -> float:
 
 def _lesion_boxes(row: pd.Series, scale: float) -> np.ndarray:
     """Lesion boxes of the stored frame (x0, y0, x1, y1 JSON) as (y0, x0, y1, x1) input pixels."""
-    raw = row.get("lesions_stored")
-    boxes = json.loads(raw) if isinstance(raw, str) and raw else []
+    boxes = row_lesions(row)
     arr = np.array([[b["y0"], b["x0"], b["y1"], b["x1"]] for b in boxes], np.float32).reshape(-1, 4)
     return arr * scale
 
 
 def _lesion_malignant(row: pd.Series) -> np.ndarray:
-    raw = row.get("lesions_stored")
-    boxes = json.loads(raw) if isinstance(raw, str) and raw else []
+    boxes = row_lesions(row)
     return np.array([bool(b.get("malignant", 0)) for b in boxes], bool)
 
 

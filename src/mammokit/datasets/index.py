@@ -18,6 +18,7 @@ from mammokit.datasets.public import PUBLIC_ADAPTERS
 from mammokit.datasets.result import IndexResult
 from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.errors import InvalidInputError, MissingInputError
+from mammokit.ids import resolve_salt
 
 SKIP_SUFFIXES = {".csv", ".json", ".png", ".txt", ".md", ".parquet", ".yaml", ".yml", ".jpg", ".jpeg", ".zip", ".gz"}
 LABEL_COLUMNS = ("cancer", "benign", "birads", "density")
@@ -90,6 +91,7 @@ def scan(src: str | Path, *, workers: int = 1, salt: str | None = None) -> Index
         raise MissingInputError(f"{src}: not a folder")
     t0 = time.perf_counter()
     files = [str(p) for p in candidate_files(src)]
+    salt = resolve_salt(salt)  # once, here: workers get the key itself and never warn about the default again
     jobs = [(chunk, str(src), salt) for chunk in _chunks(files, 256)]
     rows: list[dict] = []
     skipped: list[dict] = []

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mammokit.dicom import VIEW_ALIASES
-from mammokit.errors import InvalidInputError, MissingInputError
+from mammokit.errors import InvalidInputError, MissingDependencyError, MissingInputError
 from mammokit.ids import hash_id
 from mammokit.ids import resolve_salt as resolve_salt  # the adapters' salt rule: the reader's, one place
 
@@ -69,7 +69,7 @@ def read_table(path: Path, *, sep: str | None = ",", dtype: Any = str) -> pd.Dat
         else:
             table = pd.read_csv(path, sep=sep, dtype=dtype, engine="python" if sep is None else "c")
     except ImportError as err:
-        raise ImportError(f"{path}: reading {suffix} needs {err.name or 'an Excel reader'} "
+        raise MissingDependencyError(f"{path}: reading {suffix} needs {err.name or 'an Excel reader'} "
                           f"(pip install openpyxl for .xlsx, xlrd for .xls) or a CSV export of the sheet") from err
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
         raise InvalidInputError(f"{path}: cannot parse the label table: {err}") from err

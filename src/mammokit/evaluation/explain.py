@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mammokit.io import atomic_write
-from mammokit.models.global_local import GlobalLocalNet
-from mammokit.models.multiview import MultiViewNet
+from mammokit.models.contract import INPUT_KEYS, ModelOutput, check_input
 from mammokit.preprocess.geometry import TransformRecord, stored_to_original_boxes, stored_to_original_heatmap
 
 __all__ = [
@@ -51,38 +50,35 @@ TARGETS = ("exam", "breast", "view")
 class _LogitOf(nn.Module):
     """Adapter for `pytorch_grad_cam`: per-view images (N, 1, H, W) in, the chosen logit (B, 1) out.
 
-    The other inputs of the batch (full-resolution views, masks, patch boxes, laterality) stay fixed. For a
-    multi-view model N = B * 4 (views flattened in VIEW_ORDER); for a single-view model N = B.
+    The other inputs of the batch (full-resolution views, masks, patch boxes, laterality) stay fixed; N = B * V
+    (views flattened in their batch order).
     """
 
-    def __init__(self, model: nn.Module, batch: dict[str, torch.Tensor], key: str, pick: Any) -> None:
+    def __init__(self, model: nn.Module, batch: dict[str, torch.Tensor], pick: Any) -> None:
         super().__init__()
         self.model = model
         self.batch = batch
-        self.key = key
         self.pick = pick
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        shape = self.batch[self.key].shape
-        out = self.model({**self.batch, self.key: images.reshape(shape)})
+        out = self.model({**self.batch, "images": images.reshape(self.batch["images"].shape)})
         return self.pick(out)[:, None]
 
 
-def _resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
-    """The module whose output Grad-CAM weighs: by default the global backbone (its last feature map)."""
+def _resolve_layers(model: nn.Module, layer: nn.Module | str | None) -> list[nn.Module]:
+    """The modules whose output Grad-CAM weighs: by default the model's `gradcam_layers()` (the global backbones)."""
     if isinstance(layer, nn.Module):
         if not any(m is layer for m in model.modules()):
             raise ValueError("gradcam: `layer` is not a submodule of `model`")
-        return layer
+        return [layer]
     if isinstance(layer, str):
         try:
-            return model.get_submodule(layer)
+            return [model.get_submodule(layer)]
         except AttributeError as err:
             raise ValueError(f"gradcam: layer={layer!r} is not a submodule name of {type(model).__name__}") from err
     if layer is not None:
         raise ValueError(f"gradcam: layer must be a module, a dotted name or None, got {type(layer).__name__}")
-    encoder = model.encoder if isinstance(model, MultiViewNet) else model
-    return encoder.global_net
+    return list(model.gradcam_layers())
 
 
 def _cut_graph(module: nn.Module, args: Any, output: Any) -> Any:
@@ -92,8 +88,8 @@ def _cut_graph(module: nn.Module, args: Any, output: Any) -> Any:
     return None
 
 
-def _picker(target: str, view: int | None, n_views: int, multi: bool) -> Any:
-    """A function from the model's output dict to the (B,) logit whose gradient Grad-CAM follows.
+def _picker(target: str, view: int | None, n_views: int) -> Any:
+    """A function from the model's `ModelOutput` to the (B,) logit whose gradient Grad-CAM follows.
 
     Views are encoded independently (eval mode: batch norm uses running statistics), and a breast's logit depends
     only on that breast's views, so summing the logits of all views (or both breasts) gives every view the Grad-CAM
@@ -104,40 +100,26 @@ def _picker(target: str, view: int | None, n_views: int, multi: bool) -> Any:
     if target == "exam":
         if view is not None:
             raise ValueError("gradcam: view= selects a view or breast logit; it has no meaning for target='exam'")
-        return lambda out: out["exam_logit"]
+        return lambda out: out.exam_logit
     if target == "view":
-        if not multi:
-            return lambda out: out["view_logits"]
         if view is not None:
-            return lambda out: out["view_logits"][:, view]
-        return lambda out: (out["view_logits"] * out["view_mask"]).sum(dim=1)
-    if not multi:  # one view: its breast's logit is its own
-        return lambda out: (out["breast_logits"] * out["breast_mask"]).sum(dim=1)
-    if view is not None:
-        return lambda out: out["breast_logits"][:, view // 2]
-    return lambda out: (out["breast_logits"] * out["breast_mask"]).sum(dim=1)
+            return lambda out: out.view_logits[:, view]
+        return lambda out: (out.view_logits * out.view_mask).sum(dim=1)
+    if view is not None and n_views > 1:  # the breast of that view (VIEW_ORDER: view v is breast v // 2)
+        return lambda out: out.breast_logits[:, view // 2]
+    return lambda out: (out.breast_logits * out.breast_mask).sum(dim=1)
 
 
-def _model_batch(model: nn.Module, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str, bool]:
-    """The tensors of ``batch`` on the model's device, the per-view image key, and whether the model is 4-view."""
-    if isinstance(model, MultiViewNet):
-        key, multi = "images", True
-    elif isinstance(model, GlobalLocalNet):
-        key, multi = "image", False
-    else:
-        raise ValueError(f"gradcam: expected a MultiViewNet or GlobalLocalNet, got {type(model).__name__}")
-    if key not in batch or not isinstance(batch[key], torch.Tensor):
-        raise ValueError(f"gradcam: batch has no tensor {key!r} (the input of a {type(model).__name__})")
+def _model_batch(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's input tensors of ``batch`` on the model's device, checked against the contract."""
+    tensors_in = {k: v for k, v in batch.items() if k in INPUT_KEYS and isinstance(v, torch.Tensor)}
+    try:
+        check_input(tensors_in, getattr(model, "views", None))
+    except ValueError as err:
+        raise ValueError(f"gradcam: {err}") from err
     device = next(model.parameters()).device
     with torch.inference_mode(False):  # tensors made under inference_mode cannot enter autograd: copy those
-        tensors = {k: (v.clone() if v.is_inference() else v).detach().to(device)
-                   for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    images = tensors[key]
-    expected = 5 if multi else 4
-    if images.ndim != expected or images.shape[-3] != 1:
-        raise ValueError(f"gradcam: batch[{key!r}] must be {'(B, 4, 1, H, W)' if multi else '(B, 1, H, W)'}, "
-                         f"got {tuple(images.shape)}")
-    return tensors, key, multi
+        return {k: (v.clone() if v.is_inference() else v).detach().to(device) for k, v in tensors_in.items()}
 
 
 def gradcam(
@@ -151,13 +133,14 @@ def gradcam(
     """Grad-CAM maps of a malignancy logit over each view's input image.
 
     Args:
-        model: a `MultiViewNet` or `GlobalLocalNet` (any registered model).
+        model: any model of the contract (a registered model or an ensemble).
         batch: the model's input dict (extra keys such as ids or lesion boxes from `collate` are ignored).
         target: ``"exam"`` (the exam logit), ``"breast"`` (each view's own breast logit, or the breast of ``view``)
             or ``"view"`` (each view's own logit, or the logit of ``view`` only).
         view: restrict a breast/view target to this view index (VIEW_ORDER for 4-view models; 0 for one view).
-        layer: the module (or dotted submodule name) whose activations are weighed; default the global backbone,
-            whose output is the last feature map (the one the saliency head reads), whatever the timm family.
+        layer: the module (or dotted submodule name) whose activations are weighed; default the model's
+            `gradcam_layers()`: the global backbones, whose output is the last feature map (the one the saliency
+            head reads), whatever the timm family; an ensemble's maps are averaged over its members' backbones.
 
     Returns:
         float32 (B, V, H, W) maps in [0, 1], each view normalised to its own maximum, at the input-image resolution;
@@ -167,14 +150,14 @@ def gradcam(
 
     if target not in TARGETS:
         raise ValueError(f"gradcam: target must be one of {TARGETS}, got {target!r}")
-    tensors, key, multi = _model_batch(model, batch)
-    images = tensors[key]
-    b, n_views = images.shape[0], (4 if multi else 1)
+    tensors = _model_batch(model, batch)
+    images = tensors["images"]
+    b, n_views = images.shape[:2]
     h, w = images.shape[-2:]
-    pick = _picker(target, view, n_views, multi)
-    target_layer = _resolve_layer(model, layer)
+    pick = _picker(target, view, n_views)
+    target_layers = _resolve_layers(model, layer)
     present = torch.ones(b * n_views, dtype=torch.bool)
-    if multi and "view_mask" in tensors:
+    if "view_mask" in tensors:
         present = tensors["view_mask"].bool().reshape(-1).cpu()
     if not present.any():
         return np.zeros((b, n_views, h, w), np.float32)
@@ -182,20 +165,21 @@ def gradcam(
     modes = {m: m.training for m in model.modules()}
     flags = {p: p.requires_grad for p in model.parameters()}
     grads = {p: p.grad for p in model.parameters()}
-    wrapper = _LogitOf(model, tensors, key, pick)
+    wrapper = _LogitOf(model, tensors, pick)
     cam = None
     # The layer's output becomes a leaf that requires grad (this hook runs before grad-cam's own): the backward pass
     # stops there instead of running through the backbone, and no weight gradient is computed.
-    cut = target_layer.register_forward_hook(_cut_graph)
+    cuts = [target_layer.register_forward_hook(_cut_graph) for target_layer in target_layers]
     try:
         for p in flags:
             p.requires_grad_(False)
         inputs = images.reshape(b * n_views, 1, h, w)
         with torch.inference_mode(False), torch.enable_grad():
-            cam = GradCAM(model=wrapper, target_layers=[target_layer])
+            cam = GradCAM(model=wrapper, target_layers=target_layers)
             maps = cam(input_tensor=inputs, targets=[lambda out: out[0]] * b)
     finally:
-        cut.remove()
+        for cut in cuts:
+            cut.remove()
         if cam is not None:
             cam.activations_and_grads.release()
         for p, flag in flags.items():
@@ -221,21 +205,21 @@ def _as_numpy(value: Any, name: str) -> np.ndarray:
     return np.asarray(value)
 
 
-def model_saliency(outputs: Mapping[str, Any], input_size: tuple[int, int]) -> np.ndarray:
+def model_saliency(outputs: ModelOutput, input_size: tuple[int, int]) -> np.ndarray:
     """The model's own saliency (sigmoid of its logit map), bilinearly upsampled onto the input canvas.
 
     Values stay probabilities in [0, 1] (not renormalised), so maps of different views and exams compare.
 
     Args:
-        outputs: a model output dict holding ``saliency`` (B, V, h, w).
+        outputs: a `ModelOutput` (its ``saliency`` is (B, V, h, w)).
         input_size: (H, W) of the model's global input.
 
     Returns:
         float32 (B, V, H, W).
     """
-    sal = _as_numpy(outputs.get("saliency"), "saliency").astype(np.float32)
+    sal = _as_numpy(outputs.saliency, "saliency").astype(np.float32)
     if sal.ndim != 4:
-        raise ValueError(f"outputs['saliency'] must be (B, V, h, w), got shape {sal.shape}")
+        raise ValueError(f"outputs.saliency must be (B, V, h, w), got shape {sal.shape}")
     hh, ww = (int(v) for v in input_size)
     if hh < 1 or ww < 1:
         raise ValueError(f"input_size must be positive (H, W), got {input_size!r}")
@@ -256,22 +240,20 @@ class PatchOverlay:
     attention: np.ndarray
 
 
-def patch_overlays(outputs: Mapping[str, Any], view_mask: Any = None) -> list[list[PatchOverlay]]:
+def patch_overlays(outputs: ModelOutput, view_mask: Any = None) -> list[list[PatchOverlay]]:
     """Per exam and view, the chosen patch boxes with their attention, sorted by attention (highest first).
 
     Args:
-        outputs: a model output dict with ``patch_boxes`` (B, V, K, 4) and ``patch_attention`` (B, V, K).
-        view_mask: (B, V) bool; default ``outputs['view_mask']`` when present, else all views. Missing views and
+        outputs: a `ModelOutput` (``patch_boxes`` (B, V, K, 4) and ``patch_attention`` (B, V, K)).
+        view_mask: (B, V) bool; default ``outputs.view_mask``. Missing views and
             global-only models (K = 0) give empty overlays.
     """
-    boxes = _as_numpy(outputs.get("patch_boxes"), "patch_boxes").astype(np.float32)
-    att = _as_numpy(outputs.get("patch_attention"), "patch_attention").astype(np.float32)
+    boxes = _as_numpy(outputs.patch_boxes, "patch_boxes").astype(np.float32)
+    att = _as_numpy(outputs.patch_attention, "patch_attention").astype(np.float32)
     if boxes.ndim != 4 or boxes.shape[-1] != 4 or att.shape != boxes.shape[:3]:
         raise ValueError(f"outputs: patch_boxes must be (B, V, K, 4) and patch_attention (B, V, K), got "
                          f"{boxes.shape} and {att.shape}")
-    if view_mask is None:
-        view_mask = outputs.get("view_mask")
-    mask = np.ones(boxes.shape[:2], bool) if view_mask is None else _as_numpy(view_mask, "view_mask").astype(bool)
+    mask = _as_numpy(outputs.view_mask if view_mask is None else view_mask, "view_mask").astype(bool)
     if mask.shape != boxes.shape[:2]:
         raise ValueError(f"view_mask must be (B, V) = {boxes.shape[:2]}, got {mask.shape}")
     result = []
@@ -287,7 +269,7 @@ def patch_overlays(outputs: Mapping[str, Any], view_mask: Any = None) -> list[li
     return result
 
 
-def patch_attention_map(outputs: Mapping[str, Any], input_size: tuple[int, int], view_mask: Any = None) -> np.ndarray:
+def patch_attention_map(outputs: ModelOutput, input_size: tuple[int, int], view_mask: Any = None) -> np.ndarray:
     """Paint each patch's attention into its box on the input canvas (overlaps keep the maximum): (B, V, H, W).
 
     Box edges are continuous pixel-edge coordinates; a pixel is inside when its centre is.

@@ -1,7 +1,7 @@
 """Run a released model over a store: logits per exam, breast and view, saliency, patches, MC-dropout and TTA passes.
 
-Every model returns the same output dict (DESIGN.md), so this code never branches on the architecture; only the
-input level (four-view exams or single views) decides how view logits roll up to breasts and exams.
+Every model reads one `ModelInput` and returns one `ModelOutput` (`models.contract`), so this code never branches
+on the architecture or on the input level (four-view exams or single views).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from mammokit.data.augment import loader_worker_kwargs, tta_transforms
 from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate
+from mammokit.models.contract import ModelOutput
 from mammokit.release.device import model_inputs
 
 
@@ -53,31 +54,9 @@ def _enable_dropout(model: nn.Module, on: bool) -> None:
             m.train(on)
 
 
-def _as_views(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, V, 1, H, W) images and full views whatever the level."""
-    if "images" in batch:
-        return batch["images"], batch.get("full")
-    full = batch.get("full")
-    return batch["image"][:, None], None if full is None else full[:, None]
-
-
-def _put_views(batch: dict[str, Any], images: torch.Tensor, full: torch.Tensor | None) -> dict[str, Any]:
-    out = dict(batch)
-    if "images" in batch:
-        out["images"] = images
-        if full is not None:
-            out["full"] = full
-    else:
-        out["image"] = images[:, 0]
-        if full is not None:
-            out["full"] = full[:, 0]
-    return out
-
-
 def _tta_batch(batch: dict[str, Any], index: int, n: int) -> dict[str, Any]:
     """Apply the `index`-th test-time transform to every present view (vertical flip only on CC views)."""
-    images, full = _as_views(batch)
-    images, full = images.clone(), None if full is None else full.clone()
+    images, full = batch["images"].clone(), None if batch.get("full") is None else batch["full"].clone()
     lists = {"CC": tta_transforms(n, view="CC"), "MLO": tta_transforms(n, view="MLO")}
     for slot in range(images.shape[1]):
         # single views carry no view type here: use the MLO list (no vertical flip), valid for every view
@@ -87,23 +66,20 @@ def _tta_batch(batch: dict[str, Any], index: int, n: int) -> dict[str, Any]:
             images[b, slot, 0] = torch.from_numpy(transform.forward(images[b, slot, 0].numpy()))
             if full is not None:
                 full[b, slot, 0] = torch.from_numpy(transform.forward(full[b, slot, 0].numpy()))
-    return _put_views(batch, images, full)
+    return {**batch, "images": images, **({} if full is None else {"full": full})}
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def _roll_up(level: str, out: dict[str, Any], batch: dict[str, Any]) -> dict[str, np.ndarray]:
+def _roll_up(out: ModelOutput) -> dict[str, np.ndarray]:
     """Exam, breast and view logits of one batch as numpy (NaN where absent)."""
-    breast = _numpy(out["breast_logits"]).copy()
-    mask = out.get("breast_mask", batch["breast_mask"]).cpu().numpy().astype(bool)
-    breast[~mask] = np.nan
-    views = _numpy(out.get("view_logits", out["exam_logit"]))
-    views = views.reshape(len(breast), -1).copy()
-    if "view_mask" in batch:
-        views[~batch["view_mask"].numpy().astype(bool)] = np.nan
-    return {"exam": _numpy(out["exam_logit"]), "breast": breast, "view": views}
+    breast = _numpy(out.breast_logits).copy()
+    breast[~out.breast_mask.cpu().numpy()] = np.nan
+    views = _numpy(out.view_logits).copy()
+    views[~out.view_mask.cpu().numpy()] = np.nan
+    return {"exam": _numpy(out.exam_logit), "breast": breast, "view": views}
 
 
 def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4, mc_passes: int = 0,
@@ -126,10 +102,10 @@ def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4
             for batch in loader:
                 t0 = time.perf_counter()
                 out = model(model_inputs(batch, device))
-                logits.append(_roll_up(dataset.level, out, batch))  # copies to the CPU: the GPU has finished
+                logits.append(_roll_up(out))  # copies to the CPU: the GPU has finished
                 seconds["plain"] += time.perf_counter() - t0
-                sal += list(_numpy(out["saliency"]))
-                boxes += list(_numpy(out["patch_boxes"]))
+                sal += list(_numpy(out.saliency))
+                boxes += list(_numpy(out.patch_boxes))
                 lesions += [[(b, m) for b, m in zip(bx, mal, strict=True)]
                             for bx, mal in zip(batch["lesion_boxes"], batch["lesion_malignant"], strict=True)]
                 for i in range(len(batch["exam_id"])):
@@ -141,13 +117,13 @@ def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4
                 t0 = time.perf_counter()
                 _enable_dropout(model, True)
                 for k in range(mc_passes):
-                    passes["mc"][k].append(_roll_up(dataset.level, model(model_inputs(batch, device)), batch))
+                    passes["mc"][k].append(_roll_up(model(model_inputs(batch, device))))
                 _enable_dropout(model, False)
                 seconds["mc"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 for k in range(tta_passes):
                     tta_out = model(model_inputs(_tta_batch(batch, k, tta_passes), device))
-                    passes["tta"][k].append(_roll_up(dataset.level, tta_out, batch))
+                    passes["tta"][k].append(_roll_up(tta_out))
                 seconds["tta"] += time.perf_counter() - t0
     finally:
         _enable_dropout(model, False)

@@ -6,7 +6,6 @@ model's own saliency map; each one is also written as a PNG overlay on the origi
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ def gallery_items(model: Any, ev: Any, k: int, out: Path) -> list[GalleryItem]:
             views = ev.result.view_logits[item]
             slot = int(np.nanargmax(views)) if np.isfinite(views).any() else 0
             sample = _dataset(ev)[item]
-            image = (sample["images"][slot, 0] if "images" in sample else sample["image"][0]).numpy()
+            image = sample["images"][slot, 0].numpy()
             heat = _heatmap(model, ev, item, slot)
             boxes = sample["lesion_boxes"][slot]
             image_id = sample["image_ids"][slot]
@@ -73,14 +72,14 @@ def _write_overlay(ev: Any, image_id: str, heat: np.ndarray, path: Path) -> None
     from mammokit.data.dataset import placement_for
     from mammokit.dicom import DicomReadError, read_dicom
     from mammokit.evaluation.explain import input_scale, overlay_png, to_dicom_grid
-    from mammokit.preprocess.geometry import TransformRecord
+    from mammokit.preprocess.store_schema import row_lesions, row_transform
 
     row = ev.dataset.table.set_index("image_id").loc[image_id]
-    record = TransformRecord.from_dict(json.loads(row["transform"]))
+    record = row_transform(row)
     stored_shape = (int(row["height"]), int(row["width"]))
     placement = placement_for(stored_shape, ev.dataset.full_size())
     scale = input_scale(placement, stored_shape, downscale=max(1, ev.dataset.full_scale))
-    stored = json.loads(row.get("lesions_stored") or "[]")
+    stored = row_lesions(row)
     lesions = None
     if stored:
         from mammokit.preprocess.geometry import stored_to_original_boxes

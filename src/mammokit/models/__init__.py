@@ -1,10 +1,12 @@
 """Models: timm backbones, a GMIC-style global-local network, four-view fusion, MIL pooling and a registry.
 
-Every registered model returns the same output dict (see `GlobalLocalNet` and `MultiViewNet`), so training and
-evaluation never branch on model type. Build one with ``create_model("multiview_gmic", preset="cpu")``.
+Every registered model, and an ensemble of them, reads one `ModelInput` (views on axis 1) and returns one
+`ModelOutput` (`models.contract`), so training, evaluation, predict and export never branch on model type.
+Build one with ``create_model("multiview_gmic", preset="cpu")``.
 """
 
 from .backbone import Backbone, WeightLoadError, create_backbone, load_weights, map_radimagenet_keys
+from .contract import INPUT_KEYS, ModelInput, ModelOutput, check_input
 from .ensemble import EnsembleModel
 from .global_local import GlobalLocalConfig, GlobalLocalNet, crop_boxes, resample_boxes, retrieve_windows, top_t_pool
 from .mil import AttentionPool, GatedAttentionPool, LSEPool, MaxPool, MeanPool, TopKMeanPool, create_mil_pool
@@ -12,6 +14,7 @@ from .multiview import VIEW_ORDER, MultiViewConfig, MultiViewNet
 from .registry import PRESETS, create_model, list_models, register_model
 
 __all__ = [
+    "INPUT_KEYS",
     "PRESETS",
     "VIEW_ORDER",
     "AttentionPool",
@@ -23,10 +26,13 @@ __all__ = [
     "LSEPool",
     "MaxPool",
     "MeanPool",
+    "ModelInput",
+    "ModelOutput",
     "MultiViewConfig",
     "MultiViewNet",
     "TopKMeanPool",
     "WeightLoadError",
+    "check_input",
     "create_backbone",
     "create_mil_pool",
     "create_model",

@@ -27,6 +27,8 @@ from timm.models import build_model_with_cfg, register_model
 from timm.models.byobnet import ByoBlockCfg, ByobNet, ByoModelCfg
 from torch import nn
 
+from mammokit.errors import InvalidInputError
+
 __all__ = ["Backbone", "WeightLoadError", "create_backbone", "feature_ndim", "load_weights", "map_radimagenet_keys"]
 
 
@@ -171,7 +173,7 @@ def create_backbone(
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``).
     """
     if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
-        raise ValueError(f"backbone name {name!r} is not a timm model (see timm.list_models())")
+        raise InvalidInputError(f"backbone name {name!r} is not a timm model (see timm.list_models())")
     kwargs = dict(num_classes=0, global_pool="", in_chans=in_chans, **timm_kwargs)
     if pretrained is not None and pretrained.startswith("timm:"):
         tag = pretrained[len("timm:"):]

@@ -19,13 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mammokit.errors import InvalidInputError
+
 from .backbone import create_backbone
+from .contract import ModelInput, ModelOutput, check_input
 from .mil import GatedAttentionPool
 
 __all__ = [
     "GlobalLocalConfig",
     "GlobalLocalNet",
     "crop_boxes",
+    "example_views",
     "resample_boxes",
     "retrieve_windows",
     "top_t_pool",
@@ -62,10 +66,10 @@ def retrieve_windows(saliency: torch.Tensor, full_hw: tuple[int, int], patch_siz
     _, h, w = saliency.shape
     hf, wf = full_hw
     if patch_size > hf or patch_size > wf:
-        raise ValueError(f"patch_size {patch_size} exceeds the full-resolution image {hf}x{wf}")
+        raise InvalidInputError(f"patch_size {patch_size} exceeds the full-resolution image {hf}x{wf}")
     wy, wx = math.ceil(patch_size * h / hf), math.ceil(patch_size * w / wf)
     if wy > h or wx > w:
-        raise ValueError(f"patch window {wy}x{wx} cells does not fit the {h}x{w} saliency map")
+        raise InvalidInputError(f"patch window {wy}x{wx} cells does not fit the {h}x{w} saliency map")
     work = saliency.detach().float().clone()
     penalty = -2.0 * (wy * wx + 1)
     rows = torch.arange(h, device=saliency.device)[None, :, None]
@@ -139,9 +143,10 @@ class GlobalLocalConfig:
 
     def __post_init__(self) -> None:
         if self.patch_source not in ("retrieve", "grid"):
-            raise ValueError(f"patch_source must be 'retrieve' or 'grid', got {self.patch_source!r}")
+            raise InvalidInputError(f"patch_source must be 'retrieve' or 'grid', got {self.patch_source!r}")
         if self.num_patches < 0 or self.patch_size < 1:
-            raise ValueError(f"num_patches must be >= 0 and patch_size >= 1, got {self.num_patches}, {self.patch_size}")
+            raise InvalidInputError(f"num_patches must be >= 0 and patch_size >= 1, got {self.num_patches}, "
+                                    f"{self.patch_size}")
         self.image_size = tuple(self.image_size)
         self.full_size = tuple(self.full_size) if self.full_size is not None else None
 
@@ -149,18 +154,14 @@ class GlobalLocalConfig:
 class GlobalLocalNet(nn.Module):
     """Single-view global-local classifier (GMIC-style); ``num_patches=0`` gives the global-only baseline.
 
-    Input dict:
-        ``image``: (B, 1, H, W) float32 global input, canonical frame, normalised.
-        ``full``: (B, 1, Hf, Wf) full-resolution view to crop from (optional: default ``image``).
-        ``patch_boxes``: (B, N, 4) float (y0, x0, y1, x1) in ``image`` pixels (grid mode only);
-        ``patch_mask``: (B, N) bool, which grid boxes are real (optional).
-        ``laterality``: (B,) long, 0 = L, 1 = R (optional, default L): where ``view_logits`` goes in ``breast_logits``.
-
-    Output dict (V = 1 view): ``view_logits`` (B,), ``breast_logits`` (B, 2) with the view logit in the laterality's
-    column and 0 in the other, ``breast_mask`` (B, 2) bool (which column is real), ``exam_logit`` (B,),
-    ``saliency`` (B, 1, h, w) in [0, 1], ``patch_boxes`` (B, 1, K, 4) float in ``image`` pixels, ``patch_attention``
-    (B, 1, K), and ``aux`` = {``global``, ``local``, ``fusion``: (B,) logits, ``saliency``: (B, 1, h, w)}.
+    Reads the `ModelInput` contract with V = 1 view (``images`` (B, 1, 1, H, W), optional ``full``, ``view_mask``,
+    ``laterality`` (B, 1): which breast column the view's logit fills, default L; ``patch_boxes`` (B, 1, N, 4) and
+    ``patch_mask`` in grid mode) and returns a `ModelOutput`: the view logit is the exam logit and fills its
+    laterality's breast column; ``aux_view_logits`` names the ``global`` head, and with a local pathway the
+    ``local`` and ``fusion`` heads.
     """
+
+    views = 1
 
     def __init__(self, config: GlobalLocalConfig | None = None, **overrides) -> None:
         super().__init__()
@@ -180,16 +181,13 @@ class GlobalLocalNet(nn.Module):
             self.fusion_head = nn.Linear(cg + cl, 1)
         self.feature_dim = cg + (self.local_net.num_features if self.local_net is not None else 0)
 
-    def example_input(self, batch_size: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    def example_input(self, batch_size: int = 1, seed: int = 0) -> ModelInput:
         """A valid random input batch in this model's format (for tests, benches and export)."""
-        g = torch.Generator().manual_seed(seed)
-        cfg = self.config
-        batch = {"image": torch.randn(batch_size, 1, *cfg.image_size, generator=g)}
-        if cfg.full_size is not None:
-            batch["full"] = torch.randn(batch_size, 1, *cfg.full_size, generator=g)
-        if cfg.patch_source == "grid" and cfg.num_patches > 0:
-            batch["patch_boxes"] = _grid_boxes(cfg, batch_size)
-        return batch
+        return example_views(self.config, batch_size, self.views, seed)
+
+    def gradcam_layers(self) -> list[nn.Module]:
+        """The modules whose output is the last feature map the saliency head reads (Grad-CAM's default)."""
+        return [self.global_net]
 
     def encode(self, image: torch.Tensor, full: torch.Tensor | None = None, patch_boxes: torch.Tensor | None = None,
                patch_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -235,25 +233,54 @@ class GlobalLocalNet(nn.Module):
         out.update(local=local_logit, fusion=fusion_logit, features=features, boxes=boxes, attention=attention)
         return out
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict:
-        enc = self.encode(batch["image"], batch.get("full"), batch.get("patch_boxes"), batch.get("patch_mask"))
+    def forward(self, batch: ModelInput) -> ModelOutput:
+        b, _ = check_input(batch, views=self.views)
+
+        def first_view(key: str) -> torch.Tensor | None:
+            t = batch.get(key)
+            return None if t is None else t[:, 0]
+
+        enc = self.encode(batch["images"][:, 0], first_view("full"), first_view("patch_boxes"),
+                          first_view("patch_mask"))
         view_logit = enc["fusion"]
-        b = view_logit.shape[0]
-        lat = batch.get("laterality")
+        lat = first_view("laterality")
         lat = torch.zeros(b, dtype=torch.long, device=view_logit.device) if lat is None else lat.long()
-        breast_mask = F.one_hot(lat, 2).bool()
-        breast_logits = torch.where(breast_mask, view_logit[:, None], torch.zeros_like(view_logit)[:, None])
-        return {
-            "view_logits": view_logit,
-            "breast_logits": breast_logits,
-            "breast_mask": breast_mask,
-            "exam_logit": view_logit,
-            "saliency": enc["saliency"][:, None],
-            "patch_boxes": enc["boxes"][:, None],
-            "patch_attention": enc["attention"][:, None],
-            "aux": {"global": enc["global"], "local": enc["local"], "fusion": enc["fusion"],
-                    "saliency": enc["saliency"][:, None]},
-        }
+        view_mask = batch.get("view_mask")
+        view_mask = torch.ones(b, 1, dtype=torch.bool, device=view_logit.device) if view_mask is None \
+            else view_mask.bool()
+        breast_mask = F.one_hot(lat, 2).bool() & view_mask
+        zero = torch.zeros_like(view_logit)
+        aux = {"global": enc["global"][:, None]}
+        if self.local_net is not None:
+            aux.update(local=enc["local"][:, None], fusion=enc["fusion"][:, None])
+        return ModelOutput(
+            exam_logit=view_logit,
+            breast_logits=torch.where(breast_mask, view_logit[:, None], zero[:, None]),
+            breast_mask=breast_mask,
+            view_logits=view_logit[:, None],
+            view_mask=view_mask,
+            saliency=enc["saliency"][:, None],
+            patch_boxes=enc["boxes"][:, None],
+            patch_attention=enc["attention"][:, None],
+            aux_view_logits=aux,
+        )
+
+
+def example_views(cfg: GlobalLocalConfig, batch_size: int, views: int, seed: int) -> ModelInput:
+    """A random `ModelInput` of ``views`` present views per item at the sizes of ``cfg`` (views in `VIEW_ORDER`
+    laterality when there are four, left for one)."""
+    g = torch.Generator().manual_seed(seed)
+    lead = (batch_size, views, 1)
+    batch: ModelInput = {"images": torch.randn(*lead, *cfg.image_size, generator=g),
+                         "view_mask": torch.ones(batch_size, views, dtype=torch.bool),
+                         "laterality": (torch.arange(views) // 2 if views == 4 else torch.zeros(views, dtype=torch.long)
+                                        ).expand(batch_size, views).clone()}
+    if cfg.full_size is not None:
+        batch["full"] = torch.randn(*lead, *cfg.full_size, generator=g)
+    if cfg.patch_source == "grid" and cfg.num_patches > 0:
+        boxes = _grid_boxes(cfg, batch_size * views)
+        batch["patch_boxes"] = boxes.reshape(batch_size, views, *boxes.shape[1:])
+    return batch
 
 
 def _grid_boxes(cfg: GlobalLocalConfig, batch_size: int) -> torch.Tensor:

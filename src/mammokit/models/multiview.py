@@ -15,7 +15,10 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
-from .global_local import GlobalLocalConfig, GlobalLocalNet
+from mammokit.errors import InvalidInputError
+
+from .contract import ModelInput, ModelOutput, check_input
+from .global_local import GlobalLocalConfig, GlobalLocalNet, example_views
 from .mil import AttentionPool, create_mil_pool
 
 __all__ = ["VIEW_ORDER", "MultiViewConfig", "MultiViewNet"]
@@ -40,7 +43,7 @@ class MultiViewConfig:
                                      ("breast_fusion", self.breast_fusion, ("concat", "mean", "attention")),
                                      ("exam_pool", self.exam_pool, ("max", "lse", "attention"))):
             if value not in allowed:
-                raise ValueError(f"MultiViewConfig.{name} must be one of {allowed}, got {value!r}")
+                raise InvalidInputError(f"MultiViewConfig.{name} must be one of {allowed}, got {value!r}")
 
     @classmethod
     def from_flat(cls, **kwargs) -> MultiViewConfig:
@@ -49,7 +52,7 @@ class MultiViewConfig:
         enc = {f.name for f in fields(GlobalLocalConfig)}
         unknown = set(kwargs) - own - enc
         if unknown:
-            raise TypeError(f"unknown multi-view model options {sorted(unknown)}")
+            raise InvalidInputError(f"unknown multi-view model options {sorted(unknown)}")
         encoder = GlobalLocalConfig(**{k: v for k, v in kwargs.items() if k in enc})
         return cls(encoder=encoder, **{k: v for k, v in kwargs.items() if k in own})
 
@@ -57,18 +60,14 @@ class MultiViewConfig:
 class MultiViewNet(nn.Module):
     """Four-view exam classifier built on a shared `GlobalLocalNet` view encoder.
 
-    Input dict (views in `VIEW_ORDER` = L-CC, L-MLO, R-CC, R-MLO):
-        ``images``: (B, 4, 1, H, W) float32 global inputs, canonical frame, normalised.
-        ``full``: (B, 4, 1, Hf, Wf) full-resolution views to crop patches from (optional: default ``images``).
-        ``view_mask``: (B, 4) bool, True where the view exists (optional: all present).
-        ``patch_boxes`` / ``patch_mask``: (B, 4, N, 4) / (B, 4, N) for the encoder's grid mode.
-
-    Output dict: ``breast_logits`` (B, 2) [left, right] (0 where ``breast_mask`` is False), ``breast_mask`` (B, 2),
-    ``exam_logit`` (B,), ``view_logits`` (B, 4), ``view_mask`` (B, 4), ``saliency`` (B, 4, h, w), ``patch_boxes``
-    (B, 4, K, 4) in ``images`` pixels, ``patch_attention`` (B, 4, K), ``aux`` = {``global``, ``local``, ``fusion``:
-    (B, 4) per-view logits, ``saliency``: (B, 4, h, w), ``view_mask``: (B, 4)}. Missing views give zeros in the
-    per-view outputs; losses must use ``view_mask``.
+    Reads the `ModelInput` contract with V = 4 views in `VIEW_ORDER` (L-CC, L-MLO, R-CC, R-MLO; ``laterality``, if
+    given, must follow that order) and returns a `ModelOutput`: ``breast_logits`` (B, 2) [left, right] (0 where
+    ``breast_mask`` is False), the pooled ``exam_logit``, the encoder's per-view fusion logits as ``view_logits``,
+    and its ``global`` / ``local`` / ``fusion`` heads (``global`` only without a local pathway) as
+    ``aux_view_logits``. Missing views give zeros in the per-view outputs; losses must use ``view_mask``.
     """
+
+    views = 4
 
     def __init__(self, config: MultiViewConfig | None = None, **overrides) -> None:
         super().__init__()
@@ -97,26 +96,22 @@ class MultiViewNet(nn.Module):
         self.register_buffer("_view_type", torch.tensor([0, 1, 0, 1]), persistent=False)
         self.register_buffer("_side", torch.tensor([0, 0, 1, 1]), persistent=False)
 
-    def example_input(self, batch_size: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    def example_input(self, batch_size: int = 1, seed: int = 0) -> ModelInput:
         """A valid random 4-view batch in this model's format (all views present)."""
-        single = self.encoder.example_input(batch_size * 4, seed)
-        batch = {"images": single["image"].reshape(batch_size, 4, *single["image"].shape[1:]),
-                 "view_mask": torch.ones(batch_size, 4, dtype=torch.bool)}
-        if "full" in single:
-            batch["full"] = single["full"].reshape(batch_size, 4, *single["full"].shape[1:])
-        if "patch_boxes" in single:
-            batch["patch_boxes"] = single["patch_boxes"].reshape(batch_size, 4, *single["patch_boxes"].shape[1:])
-        return batch
+        return example_views(self.config.encoder, batch_size, self.views, seed)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict:
+    def gradcam_layers(self) -> list[nn.Module]:
+        """The shared view encoder's global backbone (its last feature map, read by the saliency head)."""
+        return self.encoder.gradcam_layers()
+
+    def forward(self, batch: ModelInput) -> ModelOutput:
+        b, _ = check_input(batch, views=self.views)
         images = batch["images"]
-        if images.ndim != 5 or images.shape[1] != 4 or images.shape[2] != 1:
-            raise ValueError(f"'images' must be (B, 4, 1, H, W) in VIEW_ORDER {VIEW_ORDER}, got {tuple(images.shape)}")
-        b = images.shape[0]
+        lat = batch.get("laterality")
+        if lat is not None and bool((lat.long() != self._side).any()):
+            raise ValueError(f"'laterality' must follow VIEW_ORDER {VIEW_ORDER} (0, 0, 1, 1) on every item")
         mask = batch.get("view_mask")
         mask = torch.ones(b, 4, dtype=torch.bool, device=images.device) if mask is None else mask.bool()
-        if mask.shape != (b, 4):
-            raise ValueError(f"'view_mask' must be (B, 4) = ({b}, 4), got {tuple(mask.shape)}")
         flat_mask = mask.reshape(-1)
         idx = flat_mask.nonzero().squeeze(1)  # encode only the views that exist
 
@@ -156,18 +151,20 @@ class MultiViewNet(nn.Module):
             exam_logit = self.exam_head(self.dropout(exam_rep))[:, 0]
         else:
             exam_logit = self.exam_pool(breast_logits[..., None], breast_mask)[0][:, 0]
-        return {
-            "breast_logits": breast_logits,
-            "breast_mask": breast_mask,
-            "exam_logit": exam_logit,
-            "view_logits": per_view["fusion"],
-            "view_mask": mask,
-            "saliency": per_view["saliency"],
-            "patch_boxes": per_view["boxes"],
-            "patch_attention": per_view["attention"],
-            "aux": {"global": per_view["global"], "local": per_view["local"], "fusion": per_view["fusion"],
-                    "saliency": per_view["saliency"], "view_mask": mask},
-        }
+        aux = {"global": per_view["global"]}
+        if self.encoder.local_net is not None:
+            aux.update(local=per_view["local"], fusion=per_view["fusion"])
+        return ModelOutput(
+            exam_logit=exam_logit,
+            breast_logits=breast_logits,
+            breast_mask=breast_mask,
+            view_logits=per_view["fusion"],
+            view_mask=mask,
+            saliency=per_view["saliency"],
+            patch_boxes=per_view["boxes"],
+            patch_attention=per_view["attention"],
+            aux_view_logits=aux,
+        )
 
 
 def _scatter(values: torch.Tensor, idx: torch.Tensor, batch_size: int) -> torch.Tensor:

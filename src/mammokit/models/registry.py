@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from mammokit.errors import InvalidInputError
+
 from .global_local import GlobalLocalConfig, GlobalLocalNet
 from .multiview import MultiViewConfig, MultiViewNet
 
@@ -51,7 +53,7 @@ def create_model(name: str, seed: int | None = None, **overrides) -> nn.Module:
         **overrides: ``preset`` and any config field of the model.
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered: {list_models()}")
+        raise InvalidInputError(f"unknown model {name!r}; registered: {list_models()}")
     kwargs = {k: v for k, v in overrides.items() if v is not None}
     if seed is None:
         return _REGISTRY[name](**kwargs)
@@ -62,10 +64,10 @@ def create_model(name: str, seed: int | None = None, **overrides) -> nn.Module:
 
 def _settings(preset: str, overrides: dict, global_only: bool = False) -> dict:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; use one of {sorted(PRESETS)}")
+        raise InvalidInputError(f"unknown preset {preset!r}; use one of {sorted(PRESETS)}")
     if global_only:
         if overrides.get("num_patches", 0) != 0:
-            raise ValueError(f"num_patches={overrides['num_patches']}: a global-only model has no local pathway")
+            raise InvalidInputError(f"num_patches={overrides['num_patches']}: a global-only model has no local pathway")
         overrides = {**overrides, "num_patches": 0}
     return {**PRESETS[preset], **overrides}
 

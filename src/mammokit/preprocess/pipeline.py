@@ -3,8 +3,9 @@
 Per image (see `mammokit.preprocess` for the order): read → mask → orient → crop → resample → flip → pectoral →
 stats → global image → patch grid → write. Each image's files are written atomically and its record
 (`records/<name>.json`) is written last: an image is done exactly when its record exists with the current config
-hash. A killed run therefore loses nothing already written, and a re-run skips what is done. A failing image
-becomes a row of `failures.csv` with its reason; the run goes on.
+hash and store-row schema (`store_schema.ROW_SCHEMA`). A killed run therefore loses nothing already written, and a
+re-run skips what is done; a record of an older schema is not done, so it is redone. A failing image becomes a row of
+`failures.csv` with its reason; the run goes on. A row that breaks the schema is a bug and stops the run.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import pandas as pd
 
 from mammokit.config import config_hash
 from mammokit.dicom import FILM_SPACING_MM, DicomReadError, MammoImage, read_dicom
+from mammokit.ids import resolve_salt
 from mammokit.io import atomic_write, atomic_write_text
 from mammokit.preprocess import (
     BreastMask,
-    IntensityStats,
     StatsAggregator,
     apply_transform,
     breast_mask,
@@ -51,12 +52,11 @@ from mammokit.preprocess.mask import _mask_box, block_any, boxes_overlap  # _mas
 from mammokit.preprocess.orient import Orientation
 from mammokit.preprocess.pectoral import PectoralResult
 from mammokit.preprocess.store import FORMATS, write_image, write_mask
+from mammokit.preprocess.store_schema import CARRIED, StoreRowError, build_row, is_current_record, row_stats
 from mammokit.preprocess.view import laterality_from_content, view_from_content
 
 log = logging.getLogger(__name__)
-CARRY_COLUMNS = ("image_id", "patient_id", "exam_id", "study_uid", "sop_uid", "path", "laterality", "view", "rows",
-                 "columns", "manufacturer", "manufacturer_model", "presentation_intent", "photometric", "bits_stored",
-                 "cancer", "benign", "birads", "density", "site", "split_group", "split")
+CARRY_COLUMNS = CARRIED  # the index columns a store row keeps (declared in store_schema)
 
 
 def file_stem(image_id: str) -> str:
@@ -71,12 +71,14 @@ def _stat_columns(prefix: str, stats: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str) -> dict[str, Any]:
-    """Preprocess one index row into the store; returns its record (also written to records/<stem>.json)."""
+def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str,
+                  salt: str | None = None) -> dict[str, Any]:
+    """Preprocess one index row into the store; returns its record, a row of `store_schema` (also written to
+    records/<stem>.json). `salt` keys the identifier hashes the reader computes (`ids.resolve_salt` when None)."""
     cfg = PreprocessConfig.model_validate(cfg_dict)
     store_path = Path(store)
     stem = file_stem(str(row["image_id"]))
-    img = read_dicom(row["path"])
+    img = read_dicom(row["path"], salt=salt)
     if img.spacing_mm is not None:
         spacing = img.spacing_mm
     elif cfg.fallback_spacing_mm is not None:
@@ -149,6 +151,7 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
     out.update(sides)
     out.update(_qc_columns(bm, orient, box))
     out.update(_stat_columns("stat_", stats.to_dict()))
+    out = build_row(out)
     atomic_write_text(store_path / "records" / f"{stem}.json", json.dumps(out, default=_json_default))
     return out
 
@@ -231,10 +234,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _safe_process(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str) -> dict[str, Any]:
-    """`process_image` that never raises: a failure comes back as {"_failed": reason}."""
+def _safe_process(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str,
+                  salt: str | None = None) -> dict[str, Any]:
+    """`process_image` that raises only for a row breaking the store schema (a bug): any other failure comes back
+    as {"_failed": reason}."""
     try:
-        return process_image(row, store, cfg_dict, cfg_hash)
+        return process_image(row, store, cfg_dict, cfg_hash, salt)
+    except StoreRowError:
+        raise
     except DicomReadError as err:
         return {"_failed": err.reason, "image_id": row.get("image_id"), "path": row.get("path")}
     except Exception as err:  # any other problem with one image must not stop the batch
@@ -243,7 +250,7 @@ def _safe_process(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
 
 
 def load_done(store: Path, image_id: str, cfg_hash: str) -> dict[str, Any] | None:
-    """The record of an image already preprocessed with this config, or None."""
+    """The record of an image already preprocessed with this config and store-row schema, or None."""
     path = store / "records" / f"{file_stem(image_id)}.json"
     if not path.is_file():
         return None
@@ -251,7 +258,7 @@ def load_done(store: Path, image_id: str, cfg_hash: str) -> dict[str, Any] | Non
         rec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return rec if rec.get("config_hash") == cfg_hash else None
+    return rec if is_current_record(rec) and rec.get("config_hash") == cfg_hash else None
 
 
 def _futures(workers: int, scheduler: str | None) -> tuple[Any, Callable[..., Iterator[Any]], Callable[[], None]]:
@@ -289,17 +296,18 @@ def run_pipeline(
     for r in rows:
         done = load_done(store, str(r["image_id"]), h)
         (records.append(done) if done else todo.append(r))
+    salt = resolve_salt() if todo else None  # once, in this process: workers get the key and never warn again
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, desc="preprocess")
     results: list[dict[str, Any]] = []
     if todo and workers <= 1 and not scheduler:
         for r in todo:
-            results.append(_safe_process(r, str(store), cfg.model_dump(), h))
+            results.append(_safe_process(r, str(store), cfg.model_dump(), h, salt))
             bar.update(1)
     elif todo:
         executor, as_completed, close = _futures(workers, scheduler)
         try:
-            futures = [executor.submit(_safe_process, r, str(store), cfg.model_dump(), h) for r in todo]
+            futures = [executor.submit(_safe_process, r, str(store), cfg.model_dump(), h, salt) for r in todo]
             for fut in as_completed(futures):
                 results.append(fut.result())
                 bar.update(1)
@@ -329,7 +337,7 @@ def _write_outputs(store: Path, records: list[dict], failures: list[dict], summa
     atomic_write(store / "preprocessed.parquet", lambda tmp: table.to_parquet(tmp, index=False))
     agg = StatsAggregator()
     for rec in records:
-        agg.add(rec.get("view"), IntensityStats.from_dict(json.loads(rec["stats"])))
+        agg.add(rec.get("view"), row_stats(rec))
     groups = {g: s.to_dict() for g, s in agg.result().items()}
     atomic_write_text(store / "view_stats.json", json.dumps(groups, indent=1, default=_json_default))
     fail_df = pd.DataFrame(failures, columns=["image_id", "path", "reason"])

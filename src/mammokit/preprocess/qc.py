@@ -26,7 +26,6 @@ A column a store lacks (older stores predate the `qc_*` columns) or a missing va
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +38,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from mammokit import INTENDED_USE, __version__
 from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.io import atomic_write_text
-from mammokit.preprocess.geometry import TransformRecord, stored_to_original_heatmap
+from mammokit.preprocess.geometry import stored_to_original_heatmap
 from mammokit.preprocess.show import GREEN, draw_original, draw_stored, fit_height, to_rgb
 from mammokit.preprocess.store import read_mask
+from mammokit.preprocess.store_schema import row_transform
 
 DEFAULT_PECTORAL_REASON = "not an MLO view"  # what the pipeline records when it never looked for a muscle
 FLAG_SCORE = 1.0  # a row at or above this suspicion counts as flagged
@@ -372,7 +372,7 @@ def _short(err: Exception, path: object) -> str:
 
 def _mask_overlay(store: Path, row: pd.Series, pixels: np.ndarray, height: int) -> np.ndarray:
     """The original at `height` with the stored breast mask carried back onto it; outside is tinted magenta."""
-    record = TransformRecord.from_dict(json.loads(row["transform"]))
+    record = row_transform(row)
     stored_mask = read_mask(store / row["breast_mask_path"]).astype(np.float32)
     full = stored_to_original_heatmap(stored_mask, record, fill=0.0, interpolation="nearest")
     img, _ = fit_height(to_rgb(pixels), height)

@@ -7,7 +7,6 @@ Right: the stored canonical-frame image with the breast-mask outline, the pector
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -15,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from mammokit.dicom import read_dicom
+from mammokit.errors import InvalidInputError
 from mammokit.io import atomic_write
 from mammokit.preprocess.store import read_image, read_mask
+from mammokit.preprocess.store_schema import row_lesions, row_pectoral_line, row_transform
 
 GREEN, RED, CYAN, YELLOW = (60, 200, 60), (40, 40, 230), (230, 200, 40), (40, 220, 240)
 
@@ -44,7 +45,7 @@ def render_show(store: str | Path, image_id: str, height: int = 720) -> np.ndarr
     table = pd.read_parquet(store / "preprocessed.parquet")
     rows = table[table["image_id"].astype(str) == str(image_id)]
     if rows.empty:
-        raise KeyError(f"{store}: no image {image_id!r} in preprocessed.parquet")
+        raise InvalidInputError(f"{store}: no image {image_id!r} in preprocessed.parquet")
     row = rows.iloc[0]
     right = draw_stored(store, row, height)
     left = draw_original(read_dicom(row["path"]).pixels, row, height)
@@ -66,10 +67,11 @@ def draw_stored(store: Path, row: pd.Series, height: int) -> np.ndarray:
                                               interpolation=cv2.INTER_NEAREST), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(right, contours, -1, GREEN, 1)
-    if _text(row, "pectoral_line"):
-        (xa, ya), (xb, yb) = json.loads(_text(row, "pectoral_line"))
+    line = row_pectoral_line(row)
+    if line:
+        (xa, ya), (xb, yb) = line
         cv2.line(right, (round(xa * s_r), round(ya * s_r)), (round(xb * s_r), round(yb * s_r)), CYAN, 2)
-    for les in json.loads(_text(row, "lesions_stored") or "[]"):
+    for les in row_lesions(row):
         _box(right, (les["x0"], les["y0"], les["x1"], les["y1"]), s_r, RED if les.get("malignant") else YELLOW)
     return right
 
@@ -83,20 +85,14 @@ def draw_original(pixels: np.ndarray, row: pd.Series, height: int) -> np.ndarray
     return left
 
 
-def _text(row: pd.Series, key: str) -> str | None:
-    """A text cell, or None when absent or missing (pandas reads a missing string as NaN, which is truthy)."""
-    value = row.get(key)
-    return value if isinstance(value, str) and value else None
-
-
 def _original_lesions(row: pd.Series) -> list[dict]:
     """Lesion boxes in DICOM pixels, mapped back from the stored frame through the recorded transform."""
-    from mammokit.preprocess.geometry import TransformRecord, stored_to_original_boxes
+    from mammokit.preprocess.geometry import stored_to_original_boxes
 
-    stored = json.loads(_text(row, "lesions_stored") or "[]")
+    stored = row_lesions(row)
     if not stored:
         return []
-    record = TransformRecord.from_dict(json.loads(row["transform"]))
+    record = row_transform(row)
     boxes = np.array([[d["x0"], d["y0"], d["x1"], d["y1"]] for d in stored], dtype=np.float64)
     back = stored_to_original_boxes(boxes, record)
     return [{**d, "x0": b[0], "y0": b[1], "x1": b[2], "y1": b[3]} for d, b in zip(stored, back, strict=True)]

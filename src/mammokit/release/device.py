@@ -7,13 +7,12 @@ from typing import Any
 import torch
 
 from mammokit.errors import InvalidInputError
-
-MODEL_INPUT_KEYS = ("image", "images", "full", "view_mask", "laterality", "patch_boxes", "patch_mask")
+from mammokit.models.contract import INPUT_KEYS
 
 
 def model_inputs(batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """The keys of a loader batch that the models read, moved to `device` when given."""
-    picked = {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+    """The keys of a loader batch that the models read (`ModelInput`), moved to `device` when given."""
+    picked = {k: batch[k] for k in INPUT_KEYS if k in batch}
     return picked if device is None else {k: v.to(device, non_blocking=True) for k, v in picked.items()}
 
 

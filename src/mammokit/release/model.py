@@ -1,12 +1,14 @@
 """Released models on disk: `model.safetensors` + `config.json` (architecture, input, preprocessing, calibration, card).
 
+config.json follows the declared, versioned schema of `mammokit.release.config_schema` (`FORMAT`), checked when it is
+written and when it is read.
+
 An ensemble is released the same way: its members' weights live in one safetensors file under `members.<i>.`, and
 `mammokit.models.EnsembleModel` combines the members' outputs, so every consumer sees one model.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,9 @@ from torch import nn
 
 from mammokit import INTENDED_USE, __version__
 from mammokit.errors import InvalidInputError, MissingInputError
-from mammokit.io import atomic_write, atomic_write_text
+from mammokit.io import atomic_write
 from mammokit.models import EnsembleModel, create_model
-
-FORMAT = "mammokit-model/1"
+from mammokit.release.config_schema import FORMAT, read_config, validate_config, write_config
 
 
 def is_weight_source(key: str) -> bool:
@@ -43,14 +44,21 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
 
 
 def save_released(out_dir: str | Path, model: nn.Module, config: dict[str, Any]) -> Path:
-    """Write `model.safetensors` and `config.json` (atomically) into `out_dir`."""
+    """Write `model.safetensors` and `config.json` (atomically) into `out_dir`.
+
+    `config` holds the sections of `config_schema.ReleaseConfig` but format, mammokit_version and intended_use
+    (added here; temperature defaults to 1). It is checked before anything is written.
+
+    Raises:
+        InvalidInputError: `config` breaks the schema (the message names the field).
+    """
     out_dir = Path(out_dir)
+    full = validate_config({"format": FORMAT, "mammokit_version": __version__, "intended_use": INTENDED_USE,
+                            "temperature": 1.0, **config}, out_dir / "config.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
-    full = {"format": FORMAT, "mammokit_version": __version__, "intended_use": INTENDED_USE,
-            "temperature": 1.0, **config}
-    atomic_write_text(out_dir / "config.json", json.dumps(full, indent=2, default=str))
+    write_config(out_dir / "config.json", full)
     return out_dir
 
 
@@ -66,14 +74,12 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def load_released(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a released model in eval mode; returns (model, config)."""
+    """Rebuild a released model in eval mode; returns (model, config as a dict, checked against the schema)."""
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise MissingInputError(f"{path}: no config.json (is this a released model folder?)")
-    config = json.loads(cfg_path.read_text())
-    if config.get("format") != FORMAT:
-        raise InvalidInputError(f"{cfg_path}: unknown format {config.get('format')!r} (expected {FORMAT})")
+    config = read_config(cfg_path).to_dict()
     model = build_model(config["model"])
     state = load_file(str(path / "model.safetensors"), device=map_location)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -88,8 +94,6 @@ def set_calibration(path: str | Path, calibration: dict[str, Any], *, temperatur
     """Store fitted calibration (per level, `LevelCalibration.to_dict()`) and the exam-level temperature in a
     released model's config.json."""
     cfg_path = Path(path) / "config.json"
-    config = json.loads(cfg_path.read_text())
-    config["calibration"] = calibration
-    config["temperature"] = float(temperature)
-    config["temperature_source"] = source
-    atomic_write_text(cfg_path, json.dumps(config, indent=2, default=str))
+    config = read_config(cfg_path).to_dict()
+    config.update(calibration=calibration, temperature=float(temperature), temperature_source=source)
+    write_config(cfg_path, config)

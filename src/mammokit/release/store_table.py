@@ -7,16 +7,22 @@ from pathlib import Path
 import pandas as pd
 
 from mammokit.errors import InvalidInputError, MissingInputError
+from mammokit.preprocess.store_schema import check_store_table
 
 
 def load_store_table(store: str | Path) -> pd.DataFrame:
-    """`preprocessed.parquet` of a store, with a clear error when the store is missing or empty."""
+    """`preprocessed.parquet` of a store, checked against the store-row schema (`preprocess.store_schema`), with a
+    clear error when the store is missing, empty, of an older schema or not a store."""
     path = Path(store) / "preprocessed.parquet"
     if not path.is_file():
         raise MissingInputError(f"{path}: not found; run `mammokit preprocess` first")
-    table = pd.read_parquet(path)
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise InvalidInputError(f"{path}: not a readable parquet table ({err})") from err
     if table.empty:
         raise InvalidInputError(f"{path}: the store holds no images")
+    check_store_table(table, path)
     return table
 
 

@@ -45,6 +45,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from mammokit import __version__
+from mammokit.errors import InvalidInputError
 from mammokit.synth.hard import (
     adjust_spec,
     air_fraction,
@@ -256,18 +257,18 @@ def _check_args(exams: int, size_scale: float, prevalence: float, benign_rate: f
                 workers: int, site: str) -> None:
     """Raise ValueError naming the argument when a value is out of range."""
     if not isinstance(exams, int) or exams < 1:
-        raise ValueError(f"exams: must be a positive integer, got {exams!r}")
+        raise InvalidInputError(f"exams: must be a positive integer, got {exams!r}")
     if not 0.02 <= size_scale <= 1.0:
-        raise ValueError(f"size_scale: must be in [0.02, 1.0] (1.0 = full detector size), got {size_scale!r}")
+        raise InvalidInputError(f"size_scale: must be in [0.02, 1.0] (1.0 = full detector size), got {size_scale!r}")
     for name, value in (("prevalence", prevalence), ("benign_rate", benign_rate)):
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name}: must be a fraction in [0, 1], got {value!r}")
+            raise InvalidInputError(f"{name}: must be a fraction in [0, 1], got {value!r}")
     if not 0.25 <= difficulty <= 4.0:
-        raise ValueError(f"difficulty: must be in [0.25, 4] (1 = default, higher = subtler), got {difficulty!r}")
+        raise InvalidInputError(f"difficulty: must be in [0.25, 4] (1 = default, higher = subtler), got {difficulty!r}")
     if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: must be a positive integer, got {workers!r}")
+        raise InvalidInputError(f"workers: must be a positive integer, got {workers!r}")
     if not site or any(c in site for c in "/\\\n"):
-        raise ValueError(f"site: must be a non-empty name without slashes or newlines, got {site!r}")
+        raise InvalidInputError(f"site: must be a non-empty name without slashes or newlines, got {site!r}")
 
 
 def _exam_vendor(names: tuple[str, ...], kinds: tuple[str, ...], i: int) -> str:

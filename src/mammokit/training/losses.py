@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mammokit.models.contract import ModelOutput
+
 LOSS_KINDS = ("bce", "focal", "cb_focal")
 
 
@@ -29,6 +31,9 @@ def _valid_mask(targets: Tensor, mask: Tensor | None, name: str = "targets") -> 
         valid = valid & mask.to(torch.bool)
     return valid
 
+
+GMIC_HEADS = ("global", "local", "fusion")
+"""The auxiliary heads of the GMIC-style models; a model without a local pathway has only the first."""
 
 def _check_pair(logits: Tensor, targets: Tensor, name: str) -> None:
     if logits.shape != targets.shape:
@@ -227,9 +232,11 @@ class LossConfig:
         beta: effective-number β for cb_focal.
         breast_weight: weight of the breast-level term on `breast_logits`.
         exam_weight: weight of the exam-level term on `exam_logit`.
-        aux_weights: weight per auxiliary logit output in `outputs["aux"]`. `breast_logits` is the model's final
-            (fusion) output, so GMIC's loss BCE(fusion) + BCE(global) + BCE(local) is the default with "fusion" at 0;
-            give "fusion" a weight when a model's aux fusion logits differ from `breast_logits`.
+        aux_weights: weight per named auxiliary head in `ModelOutput.aux_view_logits`, each trained against its
+            view's breast label. `breast_logits` is the model's final (fusion) output, so GMIC's loss BCE(fusion) +
+            BCE(global) + BCE(local) is the default with "fusion" at 0; give "fusion" a weight when a model's aux
+            fusion logits differ from `breast_logits`. The standard heads (`GMIC_HEADS`) a model lacks (a
+            global-only model has no "local") are skipped; any other name a model does not output is an error.
         saliency_l1: λ of the mean-absolute saliency term (0 disables it).
     """
 
@@ -286,17 +293,15 @@ class MammoLoss(nn.Module):
     """Total training loss for the mammokit model output contract.
 
     total = breast_weight·L(breast_logits, breast_labels) + exam_weight·L(exam_logit, exam_label)
-            + Σ_k aux_weights[k]·L(aux[k], target_k) + saliency_l1·mean|saliency|
+            + Σ_k aux_weights[k]·L(aux_view_logits[k], view_labels) + saliency_l1·mean|saliency|
 
     where L is the configured per-element loss (BCE / focal / class-balanced focal, with label smoothing) averaged
-    over known labels. Targets dict keys:
+    over known labels. `outputs` is a `ModelOutput` (or a mapping with the same names). Targets dict keys:
         breast_labels: (B, 2) float [left, right], NaN for unknown; optional breast_mask (B, 2), True = known.
         exam_label: (B,) float, NaN for unknown; optional exam_mask (B,).
-        view_labels: optional (B,) or (B, V) per-view labels (see `view_targets`), NaN or view_mask for missing.
-    An aux logits tensor is matched to its target by shape: view_labels first (when given and the shapes agree),
-    then breast_labels, then exam_label; no match is an error naming the output. Aux outputs missing from the
-    model's dict (e.g. no local pathway in a global-only curriculum stage) are skipped. The saliency maps are read
-    from aux["saliency"] or outputs["saliency"]; view_mask (B, V), if given, also drops missing views from the L1.
+        view_labels: (B, V) per-view labels (see `view_targets`), NaN or view_mask (B, V) for missing: the target
+            of every auxiliary head, matched by the head's name, never by its shape.
+    The saliency L1 reads outputs.saliency (B, V, h, w); view_mask also drops missing views from it.
     """
 
     def __init__(self, config: LossConfig | Mapping[str, Any] | Any | None = None, **overrides: Any) -> None:
@@ -321,16 +326,8 @@ class MammoLoss(nn.Module):
             logits, targets, mask, class_counts=c.class_counts, beta=c.beta, gamma=c.gamma, **common
         )
 
-    def _aux_target(self, key: str, logits: Tensor, targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-        candidates = (("view_labels", "view_mask"), ("breast_labels", "breast_mask"), ("exam_label", "exam_mask"))
-        for label_key, mask_key in candidates:
-            label = targets.get(label_key)
-            if label is not None and label.shape == logits.shape:
-                return label, targets.get(mask_key)
-        shapes = {k: tuple(v.shape) for k, v in targets.items() if k in ("view_labels", "breast_labels", "exam_label")}
-        raise ValueError(f"aux output {key!r} of shape {tuple(logits.shape)} matches no target shape {shapes}")
-
-    def forward(self, outputs: Mapping[str, Any], targets: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, outputs: ModelOutput | Mapping[str, Any], targets: Mapping[str, Tensor],
+                ) -> tuple[Tensor, dict[str, Tensor]]:
         """Return (total loss, {part name: unweighted part}); parts are detached for logging."""
         c = self.config
         parts: dict[str, Tensor] = {}
@@ -345,26 +342,42 @@ class MammoLoss(nn.Module):
             ("breast", "breast_logits", "breast_labels", "breast_mask", c.breast_weight),
             ("exam", "exam_logit", "exam_label", "exam_mask", c.exam_weight),
         )
+        out = _as_mapping(outputs)
         for name, out_key, label_key, mask_key, weight in levels:
             if weight <= 0:
                 continue
-            if out_key not in outputs or label_key not in targets:
-                raise KeyError(f"MammoLoss: {name}_weight > 0 needs outputs[{out_key!r}] and targets[{label_key!r}]")
-            logits, labels = outputs[out_key], targets[label_key]
+            if out.get(out_key) is None or label_key not in targets:
+                raise KeyError(f"MammoLoss: {name}_weight > 0 needs outputs.{out_key} and targets[{label_key!r}]")
+            logits, labels = out[out_key], targets[label_key]
             _check_pair(logits, labels, out_key)
             add(name, weight, self.element_loss(logits, labels.to(logits.dtype), targets.get(mask_key)))
-        aux = outputs.get("aux") or {}
+        aux = out.get("aux_view_logits") or {}
         for key, weight in c.aux_weights.items():
-            if weight <= 0 or aux.get(key) is None:
+            if weight <= 0:
                 continue
+            if key not in aux:
+                if key in GMIC_HEADS:
+                    continue
+                raise KeyError(f"MammoLoss: aux_weights[{key!r}] names no auxiliary output of this model "
+                               f"(it has {sorted(aux)})")
+            if "view_labels" not in targets:
+                raise KeyError(f"MammoLoss: aux head {key!r} needs targets['view_labels']")
             logits = aux[key]
-            labels, mask = self._aux_target(key, logits, targets)
-            add(key, weight, self.element_loss(logits, labels.to(logits.dtype), mask))
+            labels = targets["view_labels"]
+            _check_pair(logits, labels, f"aux_view_logits[{key!r}]")
+            add(key, weight, self.element_loss(logits, labels.to(logits.dtype), targets.get("view_mask")))
         if c.saliency_l1 > 0:
-            sal = aux.get("saliency", outputs.get("saliency"))
+            sal = out.get("saliency")
             if sal is not None and (not isinstance(sal, Tensor) or sal.numel() > 0):
                 add("saliency_l1", c.saliency_l1, saliency_l1(sal, targets.get("view_mask")))
         if total is None:
             raise ValueError("MammoLoss: every term has zero weight or is missing; nothing to optimise")
         parts["total"] = total.detach()
         return total, parts
+
+
+def _as_mapping(outputs: ModelOutput | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A model output's fields by name (a `ModelOutput` or an already flat mapping)."""
+    if isinstance(outputs, ModelOutput):
+        return {f.name: getattr(outputs, f.name) for f in fields(outputs)}
+    return outputs

@@ -18,7 +18,7 @@ from mammokit.data.augment import cutmix, mix_targets, mixup, replay_mix
 
 def layout_partners(batch: dict[str, Any], rng: np.random.Generator) -> torch.Tensor:
     """A permutation of the batch that maps every item to a random item of the same view layout."""
-    layout = batch["view_mask"] if "view_mask" in batch else batch["laterality"][:, None]
+    layout = torch.cat([batch["view_mask"].long(), batch["laterality"].long()], dim=1)  # present views and sides
     keys = [tuple(row) for row in layout.detach().cpu().tolist()]
     perm = np.arange(len(keys))
     for key in set(keys):
@@ -67,17 +67,16 @@ def mix_training_batch(batch: dict[str, Any], *, mixup_alpha: float, cutmix_alph
                        rng: np.random.Generator) -> tuple[dict[str, Any], dict[str, Any]]:
     """The batch mixed by MixUp or CutMix (one of the two with equal chance when both α > 0), and the record.
 
-    Both α = 0 returns the batch as it is. Mixed: `images` / `image` and `full` (same weight, CutMix box scaled),
+    Both α = 0 returns the batch as it is. Mixed: `images` and `full` (same weight, CutMix box scaled),
     `breast_labels` and `exam_label` (soft), `breast_mask` (known in both), `lesion_boxes` / `lesion_malignant`.
     """
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         return batch, {"mode": "none"}
     use_mixup = cutmix_alpha <= 0 or (mixup_alpha > 0 and rng.random() < 0.5)
     fn, alpha = (mixup, mixup_alpha) if use_mixup else (cutmix, cutmix_alpha)
-    key = "images" if "images" in batch else "image"
-    perm = layout_partners(batch, rng).to(batch[key].device)
-    images, breast_labels, record = fn(batch[key], batch["breast_labels"], alpha=alpha, rng=rng, perm=perm)
-    out = {**batch, key: images, "breast_labels": breast_labels,
+    perm = layout_partners(batch, rng).to(batch["images"].device)
+    images, breast_labels, record = fn(batch["images"], batch["breast_labels"], alpha=alpha, rng=rng, perm=perm)
+    out = {**batch, "images": images, "breast_labels": breast_labels,
            "exam_label": mix_targets(batch["exam_label"], record),
            "breast_mask": batch["breast_mask"] & batch["breast_mask"][perm]}
     if "full" in batch:

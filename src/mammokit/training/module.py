@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mammokit.errors import InvalidInputError
-from mammokit.models import create_model
+from mammokit.models import ModelOutput, create_model
 from mammokit.release.device import model_inputs
 from mammokit.training.datamodule import unique_items
 from mammokit.training.lesion_supervision import box_saliency_loss
@@ -23,24 +23,15 @@ from mammokit.training.optim import build_optimizer
 MIX_STREAM = 1  # the batch-mix generator's own seed word, so it never shares a stream with the dropout seed
 
 
-def loss_targets(batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Targets for `MammoLoss`: breast/exam labels plus per-view labels for the per-view auxiliary logits."""
+def loss_targets(batch: dict[str, Any], outputs: ModelOutput) -> dict[str, torch.Tensor]:
+    """Targets for `MammoLoss`: breast/exam labels, and per-view labels (each view's breast) for the aux heads."""
     labels = batch["breast_labels"]
-    targets = {"breast_labels": labels, "breast_mask": batch["breast_mask"], "exam_label": batch["exam_label"],
-               "exam_mask": ~torch.isnan(batch["exam_label"])}
-    if "view_mask" in batch:  # multi-view: slot v belongs to breast v // 2
-        view_labels = labels.repeat_interleave(2, dim=1)
-        targets["view_labels"] = view_labels
-        targets["view_mask"] = batch["view_mask"] & ~torch.isnan(view_labels)
-    else:  # single view: its breast's label
-        side = batch["laterality"].long()
-        view_labels = labels.gather(1, side[:, None])[:, 0]
-        targets["view_labels"] = view_labels
-        targets["view_mask"] = ~torch.isnan(view_labels)
-    # the model's breast mask says which breast columns are real (a single view fills one)
-    if "breast_mask" in outputs:
-        targets["breast_mask"] = targets["breast_mask"] & outputs["breast_mask"]
-    return targets
+    view_labels = labels.gather(1, batch["laterality"].long())  # (B, V)
+    return {"breast_labels": labels,
+            # the model's breast mask says which breast columns are real (a single view fills one)
+            "breast_mask": batch["breast_mask"] & outputs.breast_mask,
+            "exam_label": batch["exam_label"], "exam_mask": ~torch.isnan(batch["exam_label"]),
+            "view_labels": view_labels, "view_mask": batch["view_mask"] & ~torch.isnan(view_labels)}
 
 
 class MammoModule(L.LightningModule):
@@ -89,17 +80,16 @@ class MammoModule(L.LightningModule):
             on = "all" in trainable or any(name.startswith(t) for t in trainable)
             p.requires_grad_(on and not any(name.startswith(f) for f in frozen))
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def forward(self, batch: dict[str, Any]) -> ModelOutput:
         return self.model(model_inputs(batch))
 
-    def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
+    def _step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], ModelOutput]:
         outputs = self(batch)
         loss, parts = self.loss_fn(outputs, loss_targets(batch, outputs))
         weight = self.hparams.get("box_saliency", 0.0)
         if weight > 0 and "lesion_boxes" in batch:
-            images = batch["images"] if "images" in batch else batch["image"]
-            box_loss = box_saliency_loss(outputs["saliency"], batch["lesion_boxes"], tuple(images.shape[-2:]),
-                                         batch.get("view_mask"))
+            box_loss = box_saliency_loss(outputs.saliency, batch["lesion_boxes"], tuple(batch["images"].shape[-2:]),
+                                         batch["view_mask"])
             parts["box_saliency"] = box_loss.detach()
             loss = loss + weight * box_loss
         return loss, parts, outputs
@@ -135,11 +125,11 @@ class MammoModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, _, outputs = self._step(batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["exam_id"]), sync_dist=True)
-        mask = outputs.get("breast_mask", batch["breast_mask"]) & batch["breast_mask"]
+        mask = outputs.breast_mask & batch["breast_mask"]
         self._val.append({
-            "exam_logit": outputs["exam_logit"].detach().float().cpu().numpy(),
+            "exam_logit": outputs.exam_logit.detach().float().cpu().numpy(),
             "exam_label": batch["exam_label"].cpu().numpy(),
-            "breast_logits": outputs["breast_logits"].detach().float().cpu().numpy(),
+            "breast_logits": outputs.breast_logits.detach().float().cpu().numpy(),
             "breast_labels": batch["breast_labels"].cpu().numpy(),
             "breast_known": mask.cpu().numpy(),
             "index": np.asarray(batch["index"]),
