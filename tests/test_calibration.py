@@ -8,6 +8,7 @@ import torch
 from scipy.special import expit, softmax
 
 from mammokit.evaluation.calibration import (
+    NoTemperatureError,
     apply_temperature,
     brier_score,
     ece_if_calibrated,
@@ -112,3 +113,26 @@ def test_fit_temperature_multiclass_and_torch_input() -> None:
         fit_temperature(z[:4], np.array([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="positive"):
         apply_temperature(z, 0.0)
+
+
+@pytest.mark.parametrize(("logits", "labels", "message"), [
+    ([2.0, 1.0, -1.0, -3.0], [1, 1, 0, 0], "own side"),  # NLL falls towards T = 0
+    ([2.0, 0.0, 0.0, -3.0], [1, 1, 0, 0], "own side"),  # ties at 0 are on no wrong side either
+    ([-2.0, -1.0, 1.0, 3.0], [1, 1, 0, 0], "T = ∞"),  # inverted: NLL falls towards T = ∞
+    ([-1.0, -1.0, -1.0, -1.5], [1, 1, 1, 0], "T = ∞"),  # ranks well, but offset: no intercept to fix it
+    ([0.0, 0.0, 0.0, 0.0], [1, 0, 1, 0], "T = ∞"),  # no signal at all
+    ([1.0, 1.0], [1, 1], "two classes"),
+])
+def test_fit_temperature_refuses_where_the_nll_has_no_finite_minimum(logits, labels, message) -> None:
+    """Before, these returned T ≈ 1e-9 or T ≈ 6.7e9 and `calibrate` stored it."""
+    with pytest.raises(NoTemperatureError, match=message):
+        fit_temperature(np.array(logits), np.array(labels))
+
+
+def test_a_finite_minimum_is_still_found_next_to_the_refused_cases() -> None:
+    """One mistake is enough for a minimum: the fitted T is where the NLL's derivative vanishes."""
+    z, y = np.array([2.0, 1.0, -1.0, -3.0, 0.5]), np.array([1, 1, 0, 0, 0])
+    t = fit_temperature(z, y)
+    beta = 1.0 / t
+    grad = np.sum((1.0 / (1.0 + np.exp(-beta * z)) - y) * z)  # dNLL/dβ, summed
+    assert 0 < t < 100 and abs(grad) < 1e-6

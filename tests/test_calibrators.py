@@ -8,7 +8,7 @@ from scipy.special import expit, log_expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from mammokit.evaluation.calibration import expected_calibration_error
+from mammokit.evaluation.calibration import NoTemperatureError, expected_calibration_error
 from mammokit.evaluation.calibrators import cross_validated_nll, fit_beta_calibration, fit_level_calibration
 from mammokit.release.calibration import Calibrator, LevelCalibration, calibration_from_config
 
@@ -110,3 +110,19 @@ def test_fitting_needs_both_classes_and_finite_logits() -> None:
         fit_level_calibration([0.1, np.nan], [0, 1])
     with pytest.raises(ValueError, match="auto, temperature or beta"):
         fit_level_calibration([0.1, 0.2], [0, 1], method="platt")
+
+
+def test_folds_without_a_temperature_are_skipped_and_a_whole_split_without_one_is_refused() -> None:
+    """Ten cases the logit's sign separates except one: the folds that leave the mistake out admit no temperature
+    (skipped), the fold that trains on it does; a split with no mistake at all is refused for "temperature", and an
+    offset split gets beta calibration under "auto", with T = 1 and the reason kept."""
+    z = np.array([3.0, 2.0, 1.5, 1.0, 0.5, -0.5, -1.0, -1.5, -2.0, 0.8])
+    y = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])  # the last case: a negative with a positive logit
+    cv = cross_validated_nll(z, y, folds=5, seed=0)
+    assert set(cv) == {"none", "temperature", "beta"} and all(np.isfinite(v) for v in cv.values())
+    with pytest.raises(NoTemperatureError, match="own side"):
+        fit_level_calibration(z[:-1], y[:-1], method="temperature")
+    offset = fit_level_calibration(np.array([-1.0, -1.2, -1.1, -1.5, -1.05]), np.array([1, 1, 1, 0, 0]),
+                                   method="auto")
+    assert offset.chosen.method == "beta" and offset.temperature.params["T"] == 1.0 and "T = ∞" in offset.note
+    assert LevelCalibration.from_dict(offset.to_dict()).note == offset.note

@@ -30,7 +30,11 @@ def test_demo_runs_every_step_and_writes_metrics_and_report(tmp_path: Path) -> N
     cal = metrics["exam"]["calibration"]
     assert 0.0 < cal["ece_uniform_floor_after"] < 1.0  # reported beside the measured ECE
     assert [s["site"] for s in metrics["demo"]["external"]] == ["site-B"]
-    assert metrics["temperature"] != 1.0 and "split=val" in metrics["temperature_source"]
+    assert "split=val" in metrics["temperature_source"]  # calibrated on the validation split, stored per level
+    stored = json.loads((run / "model" / "config.json").read_text())["calibration"]["exam"]
+    # a fitted temperature, or (its NLL having no finite minimum on 4 val exams) T = 1 with the reason and beta
+    assert (metrics["temperature"] != 1.0) != ("note" in stored)
+    assert "note" not in stored or stored["chosen"]["method"] == "beta"
     assert metrics["split"] == "all" and metrics["training_overlap_exams"] == 0  # the test store is its own
     report = run / "eval" / "report.html"
     assert report.stat().st_size > 10_000 and str(report) in result.output

@@ -25,6 +25,7 @@ from scipy.special import expit, log_expit
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from conftest import SynthStore, tiny_train_dict
+from mammokit.evaluation.calibration import NoTemperatureError
 from mammokit.evaluation.evaluate import calibrate, evaluate
 from mammokit.evaluation.report import fmt_num
 
@@ -163,27 +164,48 @@ def test_calibrate_stores_the_nll_minimising_temperature(
         tmp_path: Path) -> None:
     """On a copy of the run whose splits.csv puts the 6 cancer exams and 2 others in "val": the temperature
     calibrate stores per level is scipy's NLL minimum on those exams' logits as `evaluate` wrote them (calibration
-    does not change logits)."""
+    does not change logits). Where a level's NLL has no finite minimum (T runs off to 0 or ∞; once stored as
+    T ≈ 1e9), `--method temperature` is refused and `auto` chooses beta calibration, keeping T = 1 with the reason."""
     copy = tmp_path / "run"
     shutil.copytree(run / "model", copy / "model")
     exam_label, _ = _store_labels(synth_store.store)
     val = set(exam_label[exam_label == 1].index) | set(exam_label[exam_label == 0].index[:2])
     splits = pd.read_csv(run / "splits.csv")
     splits.assign(split=np.where(splits["exam_id"].isin(val), "val", "train")).to_csv(copy / "splits.csv", index=False)
-    fitted = calibrate(copy, synth_store.store, split="val", method="temperature", device="cpu")
+    _, _, preds = evaluated
+    rows = {level: _rows(preds, synth_store.store, level) for level in ("exam", "breast")}
+    rows = {level: r[r["exam_id"].isin(val)] for level, r in rows.items()}
+    finite = {level: _nll_has_a_finite_minimum(r["logit"].to_numpy(), r["label"].to_numpy().astype(int))
+              for level, r in rows.items()}
+    if not all(finite.values()):
+        with pytest.raises(NoTemperatureError, match="--method beta or auto"):
+            calibrate(copy, synth_store.store, split="val", method="temperature", device="cpu")
+    fitted = calibrate(copy, synth_store.store, split="val", method="auto" if not all(finite.values())
+                       else "temperature", device="cpu")
     config = json.loads((copy / "model" / "config.json").read_text())
     t_exam = fitted["exam"].temperature.params["T"]
     assert config["temperature"] == pytest.approx(t_exam) and "split=val exams=8" in config["temperature_source"]
-    assert config["calibration"]["exam"]["chosen"] == {"method": "temperature", "params": {"T": t_exam}}
-    _, _, preds = evaluated
     for level in ("exam", "breast"):
-        rows = _rows(preds, synth_store.store, level)
-        rows = rows[rows["exam_id"].isin(val)]
-        y = rows["label"].to_numpy().astype(int)
-        assert len(rows) == (8 if level == "exam" else 16) and 0 < y.sum() < len(y)
-        stored = config["calibration"][level]["temperature"]["params"]["T"]
-        assert stored == pytest.approx(fitted[level].temperature.params["T"])
-        _assert_nll_minimum(stored, rows["logit"].to_numpy(), y)
+        y = rows[level]["label"].to_numpy().astype(int)
+        assert len(rows[level]) == (8 if level == "exam" else 16) and 0 < y.sum() < len(y)
+        stored = config["calibration"][level]
+        if finite[level]:
+            assert "note" not in stored
+            _assert_nll_minimum(stored["temperature"]["params"]["T"], rows[level]["logit"].to_numpy(), y)
+        else:
+            assert stored["temperature"]["params"]["T"] == 1.0 and stored["chosen"]["method"] == "beta"
+            assert "no temperature fitted" in stored["note"]
+
+
+def _nll_has_a_finite_minimum(logits: np.ndarray, y: np.ndarray) -> bool:
+    """Whether the binary NLL of logits / T has a minimum at a finite T > 0 (checked by scipy, not by mammokit's
+    rule): its bounded search over log T in [-10, 30] stops well inside the bounds."""
+    def nll(log_t: float) -> float:
+        q = logits / np.exp(log_t)
+        return float(-np.mean(y * log_expit(q) + (1 - y) * log_expit(-q)))
+
+    res = minimize_scalar(nll, bounds=(-10.0, 30.0), method="bounded", options={"xatol": 1e-10})
+    return -9.0 < res.x < 29.0
 
 
 def test_report_shows_the_numbers_of_metrics_json(

@@ -236,6 +236,8 @@ def calibrate(
     for level, fitted in fitted_levels.items():
         cv = ", ".join(f"{k} {v:.4f}" for k, v in fitted.cv_nll.items())
         typer.echo(f"{level}: {fitted.chosen.describe()}" + (f"  (cross-validated NLL: {cv})" if cv else ""))
+        if fitted.note:
+            typer.echo(f"  {level}: {fitted.note}")
     typer.echo("stored in the released model")
 
 

@@ -93,7 +93,7 @@ def run_demo(out: str | Path, *, exams: int = 400, test_exams: int = 300, extern
     step("calibrated on the validation split: " + "; ".join(
         f"{level} {c.chosen.describe()}" + ("" if c.chosen.method == "temperature" else
                                             f" (temperature alone: T = {c.temperature.params['T']:.3f})")
-        for level, c in fitted.items()))
+        + (f" [{c.note}]" if c.note else "") for level, c in fitted.items()))
     metrics = evaluate(run, [test_store, external_store], out=run / "eval", split="all", n_boot=2000)
     summary = {"exam": {"roc_auc": metrics["exam"]["roc_auc"], "roc_auc_ci": metrics["exam"]["roc_auc_ci"]},
                "breast": {"roc_auc": metrics["breast"]["roc_auc"], "roc_auc_ci": metrics["breast"]["roc_auc_ci"]},

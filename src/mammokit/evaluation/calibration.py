@@ -141,13 +141,34 @@ def _nll(logits: torch.Tensor, labels: torch.Tensor, temperature: torch.Tensor) 
     return F.cross_entropy(scaled, labels.long())
 
 
+class NoTemperatureError(InvalidInputError):
+    """The NLL of logits / T has no finite minimum on these cases, so no temperature can be fitted."""
+
+
+def _check_binary_minimum(z: torch.Tensor, t: torch.Tensor) -> None:
+    """Raise `NoTemperatureError` unless the binary NLL, convex in β = 1/T, has its minimum at a finite β > 0."""
+    n_pos, n_neg = int((t == 1).sum()), int((t == 0).sum())
+    slope = float(((t - 0.5) * z).sum())  # −dNLL/dβ at β = 0, up to a positive factor
+    if slope <= 0:
+        raise NoTemperatureError(
+            f"fit_temperature: on these {n_pos} positive and {n_neg} negative cases Σ (y − ½)·logit = {slope:.3g} ≤ 0, "
+            "so the NLL falls all the way to T = ∞ (every probability ½): the logits are offset or do not rank the "
+            "classes, and a temperature alone (no intercept) cannot calibrate them")
+    if bool(((2 * t - 1) * z >= 0).all()):
+        raise NoTemperatureError(
+            f"fit_temperature: the sign of the logit puts all {n_pos} positive and all {n_neg} negative cases on "
+            "their own side, so the NLL falls towards T = 0 (every probability 0 or 1) and has no minimum; "
+            "calibrate on a larger split, where the model makes mistakes")
+
 def fit_temperature(
     logits: ArrayLike | torch.Tensor, labels: ArrayLike | torch.Tensor, *, max_iter: int = 200, tol: float = 1e-10
 ) -> float:
     """Temperature T minimising the NLL of logits / T on held-out labels (Guo et al. 2017).
 
-    Optimises log T (so T stays positive) with L-BFGS and a strong-Wolfe line search, in float64. Labels of one
-    class are refused: the NLL then falls towards T = ∞ or has a minimum that says nothing about calibration.
+    Optimises log T (so T stays positive) with L-BFGS and a strong-Wolfe line search, in float64. Refused, with
+    `NoTemperatureError`, where the NLL has no finite minimum to find: labels of one class; binary logits with
+    Σ (y − ½)·z ≤ 0 (offset, or not ranking the classes: the NLL falls towards T = ∞, every probability ½); and binary
+    logits whose sign already separates the classes (the NLL falls towards T = 0, every probability 0 or 1).
 
     Args:
         logits: (N,) binary logits (one per sample, sigmoid sense) or (N, C) multi-class logits.
@@ -167,9 +188,11 @@ def fit_temperature(
     if z.ndim == 2 and (((t < 0) | (t >= z.shape[1])).any() or (t != t.round()).any()):
         raise ValueError(f"fit_temperature: class labels must be integers in [0, {z.shape[1]})")
     if t.unique().numel() < 2:
-        raise InvalidInputError(f"fit_temperature: all {t.numel()} labels are {t[0].item():g}; a temperature needs "
+        raise NoTemperatureError(f"fit_temperature: all {t.numel()} labels are {t[0].item():g}; a temperature needs "
                                 "cases of two classes (positive and negative): on one class its NLL says nothing "
                                 "about calibration")
+    if z.ndim == 1:
+        _check_binary_minimum(z, t)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS(
         [log_t], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol, line_search_fn="strong_wolfe"

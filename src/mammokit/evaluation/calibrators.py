@@ -24,7 +24,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
 from mammokit.errors import InvalidInputError
-from mammokit.evaluation.calibration import fit_temperature
+from mammokit.evaluation.calibration import NoTemperatureError, fit_temperature
 from mammokit.release.calibration import METHODS, Calibrator, LevelCalibration
 
 MIN_NLL_GAIN = 1e-3  # nats per case beta must win by, in cross-validation, to replace the temperature
@@ -79,8 +79,9 @@ def cross_validated_nll(logits: ArrayLike, labels: ArrayLike, groups: ArrayLike 
                         seed: int = 0) -> dict[str, float]:
     """Per method, the mean NLL on held-out folds (groups, e.g. patients, never straddle folds), plus "none".
 
-    Fold assignment is a seeded permutation of the groups. A fold whose training part lacks a class is skipped; if
-    every fold is skipped the result is empty.
+    Fold assignment is a seeded permutation of the groups. A fold whose training part lacks a class, or admits no
+    temperature (`NoTemperatureError`: e.g. a small fold the logits separate), is skipped; if every fold is skipped
+    the result is empty.
     """
     z, y = _binary(logits, labels, "cross_validated_nll")
     g = np.arange(z.size) if groups is None else np.asarray(groups)
@@ -94,9 +95,13 @@ def cross_validated_nll(logits: ArrayLike, labels: ArrayLike, groups: ArrayLike 
         train, test = fold != k, fold == k
         if y[train].min() == y[train].max():
             continue
+        try:
+            fitted = {method: fit_calibrator(z[train], y[train], method) for method in METHODS}
+        except NoTemperatureError:
+            continue
         totals["none"] += _nll(z[test], y[test]) * test.sum()
-        for method in METHODS:
-            totals[method] += _nll(fit_calibrator(z[train], y[train], method).logits(z[test]), y[test]) * test.sum()
+        for method, calibrator in fitted.items():
+            totals[method] += _nll(calibrator.logits(z[test]), y[test]) * test.sum()
         used += int(test.sum())
     return {m: t / used for m, t in totals.items()} if used else {}
 
@@ -104,11 +109,23 @@ def cross_validated_nll(logits: ArrayLike, labels: ArrayLike, groups: ArrayLike 
 def fit_level_calibration(logits: ArrayLike, labels: ArrayLike, *, method: str = "auto",
                           groups: ArrayLike | None = None, source: str = "", seed: int = 0) -> LevelCalibration:
     """Fit the temperature and, for `method` "beta" or "auto", beta calibration; "auto" keeps beta only when its
-    cross-validated NLL beats the temperature's by more than `MIN_NLL_GAIN` nats per case."""
+    cross-validated NLL beats the temperature's by more than `MIN_NLL_GAIN` nats per case.
+
+    Where the NLL of logits / T has no finite minimum (`NoTemperatureError`), "temperature" is refused with the
+    reason; "auto" and "beta" choose beta calibration (its intercept can fix an offset) and keep T = 1 as the
+    level's temperature, with the reason in `note`, instead of storing a temperature that runs off to 0 or ∞.
+    """
     if method not in ("auto", *METHODS):
         raise ValueError(f"calibration method must be auto, temperature or beta; got {method!r}")
-    temperature = fit_calibrator(logits, labels, "temperature")
+    try:
+        temperature, note = fit_calibrator(logits, labels, "temperature"), ""
+    except NoTemperatureError as err:
+        if method == "temperature":
+            raise NoTemperatureError(f"{source or 'calibration'}: {err}; --method beta or auto fits an intercept "
+                                     "as well") from err
+        temperature, note = Calibrator("temperature", {"T": 1.0}), f"no temperature fitted, T = 1 kept: {err}"
     cv = cross_validated_nll(logits, labels, groups, seed=seed) if method == "auto" else {}
-    if method == "beta" or (method == "auto" and cv and cv["beta"] < cv["temperature"] - MIN_NLL_GAIN):
-        return LevelCalibration(fit_calibrator(logits, labels, "beta"), temperature, cv, source)
-    return LevelCalibration(temperature, temperature, cv, source)
+    beta_wins = bool(cv) and cv["beta"] < cv["temperature"] - MIN_NLL_GAIN
+    if method == "beta" or (method == "auto" and (beta_wins or note)):
+        return LevelCalibration(fit_calibrator(logits, labels, "beta"), temperature, cv, source, note)
+    return LevelCalibration(temperature, temperature, cv, source, note)

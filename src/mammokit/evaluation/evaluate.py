@@ -23,7 +23,7 @@ import pandas as pd
 from mammokit import INTENDED_USE
 from mammokit.errors import InvalidInputError
 from mammokit.evaluation.blocks import calibration_block, ece_bins, froc_block
-from mammokit.evaluation.calibration import expected_calibration_error, fit_temperature
+from mammokit.evaluation.calibration import NoTemperatureError, expected_calibration_error, fit_temperature
 from mammokit.evaluation.calibrators import fit_level_calibration
 from mammokit.evaluation.inference import InferenceResult, dataset_for, run_inference
 from mammokit.evaluation.metrics import roc_auc, summarize
@@ -250,10 +250,14 @@ def site_rows(evals: list[StoreEvaluation]) -> list[dict[str, Any]]:
                "training_overlap_exams": ev.metrics["training_overlap_exams"]}
         y = ex["label"].to_numpy().astype(int)
         if i > 0 and len(np.unique(y)) == 2:
-            t_site = fit_temperature(ex["logit"].to_numpy(), y)
-            row.update(temperature_refit=True, temperature=t_site,
-                       ece_refit=expected_calibration_error(y, _sigmoid(ex["logit"].to_numpy() / t_site),
-                                                            ece_bins(len(y))))
+            try:
+                t_site = fit_temperature(ex["logit"].to_numpy(), y)
+            except NoTemperatureError as err:  # the site's logits admit no temperature: say why, refit nothing
+                row["temperature_refit_refused"] = str(err)
+            else:
+                row.update(temperature_refit=True, temperature=t_site,
+                           ece_refit=expected_calibration_error(y, _sigmoid(ex["logit"].to_numpy() / t_site),
+                                                                ece_bins(len(y))))
         rows.append(row)
     return rows
 

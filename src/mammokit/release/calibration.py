@@ -78,22 +78,24 @@ class Calibrator:
 @dataclass(frozen=True)
 class LevelCalibration:
     """The calibration of one level (exam or breast): the chosen map, the temperature (always fitted and reported),
-    the cross-validated NLL that chose between them and where they were fitted."""
+    the cross-validated NLL that chose between them, where they were fitted, and why a temperature could not be
+    fitted when it could not (`note`; the temperature is then T = 1)."""
 
     chosen: Calibrator
     temperature: Calibrator
     cv_nll: Mapping[str, float] = field(default_factory=dict)
     source: str = ""
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen.to_dict(), "temperature": self.temperature.to_dict(),
                 "cv_nll": {k: float(v) for k, v in self.cv_nll.items()}, "source": self.source,
-                "formula": self.chosen.formula()}
+                "formula": self.chosen.formula(), **({"note": self.note} if self.note else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LevelCalibration:
         return cls(Calibrator.from_dict(data["chosen"]), Calibrator.from_dict(data["temperature"]),
-                   dict(data.get("cv_nll", {})), str(data.get("source", "")))
+                   dict(data.get("cv_nll", {})), str(data.get("source", "")), str(data.get("note", "")))
 
 
 def calibration_from_config(config: Mapping[str, Any]) -> dict[str, LevelCalibration]:
