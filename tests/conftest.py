@@ -8,7 +8,7 @@ default (one thread per core) makes every spinning thread wait on the others (a 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,19 @@ STORE_EXAMS = 12
 STORE_SEED = 7
 TINY_INPUT = (64, 40)  # global input per view (H, W)
 TINY_FULL_SCALE = 2  # the local pathway crops from a 128x80 rendering
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mammokit_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """mammokit's config folder for the session (env MAMMOKIT_CONFIG_DIR): its random id salt, made on first use,
+    lands there and never in the user's home. MAMMOKIT_ID_SALT is cleared, so tests hash as a plain install does."""
+    from mammokit.ids import ENV_CONFIG_DIR, ENV_SALT
+
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("mammokit-config")
+        mp.setenv(ENV_CONFIG_DIR, str(folder))
+        mp.delenv(ENV_SALT, raising=False)
+        yield folder
 
 
 @dataclass(frozen=True)

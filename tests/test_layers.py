@@ -11,7 +11,7 @@ docs/architecture.md:
     models | data
     preprocess | datasets | synth | inspect
     dicom (dicom.py, dicom_decode.py, dicom_film.py)
-    base (mammokit/__init__.py, config, errors, ids, io)
+    base (mammokit/__init__.py, config, errors, ids, io, isolate, reuse)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 ROOM_OF_TOP = {  # first name under `mammokit.` -> room (anything else is its own name)
     "demo": "cli", "predict": "serving", "export": "serving", "pacs": "serving",
     "dicom_decode": "dicom", "dicom_film": "dicom",
-    "": "base", "config": "base", "errors": "base", "ids": "base", "io": "base",
+    "": "base", "config": "base", "errors": "base", "ids": "base", "io": "base", "isolate": "base", "reuse": "base",
 }
 LAYER_OF = {room: depth for depth, rooms in enumerate(LAYERS) for room in rooms}
 

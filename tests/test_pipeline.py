@@ -21,6 +21,7 @@ from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.geometry import TransformRecord, apply_transform, stored_to_original_boxes
 from mammokit.preprocess.pipeline import file_stem, run_pipeline
 from mammokit.preprocess.show import write_show
+from mammokit.preprocess.sources import source_paths
 from mammokit.preprocess.store import read_image, read_mask
 
 # hologic stores right breasts mirrored (chest wall right: must flip); fuji and agfa do not (and burn in a marker).
@@ -74,9 +75,11 @@ def test_every_row_processed_with_its_record(run: dict) -> None:
 
 def test_stored_image_is_the_original_through_the_recorded_transform(run: dict) -> None:
     store = run["store"]
+    paths = source_paths(store)  # the store names its index, the only holder of the originals' paths
+    assert sorted(paths) == sorted(run["table"]["image_id"]) and "path" not in run["table"]
     for r in run["table"].itertuples():
         rec = TransformRecord.from_dict(json.loads(r.transform))
-        expected = apply_transform(read_dicom(r.path).pixels, rec, method=CFG.resample_method)
+        expected = apply_transform(read_dicom(paths[r.image_id]).pixels, rec, method=CFG.resample_method)
         stored = read_image(store / r.image_path, r.offset, r.scale)
         mask = read_mask(store / r.breast_mask_path)
         assert stored.shape == expected.shape == mask.shape
@@ -154,11 +157,13 @@ def test_resume_after_a_kill_processes_only_the_missing(run: dict, tmp_path: Pat
     assert (third["processed"], third["skipped_done"]) == (0, len(table))
 
 
-def test_a_new_config_reprocesses_everything(run: dict, tmp_path: Path) -> None:
+def test_a_new_config_is_refused_then_overwrite_reprocesses_everything(run: dict, tmp_path: Path) -> None:
     store = tmp_path / "store"
     shutil.copytree(run["store"], store)
     wider = CFG.model_copy(update={"margin_mm": CFG.margin_mm + 4.0})
-    summary = run_pipeline(run["index"], store, wider, workers=1, progress=False)
+    with pytest.raises(InvalidInputError, match=r"another config \(margin_mm 2.0 → 6.0\).*--overwrite"):
+        run_pipeline(run["index"], store, wider, workers=1, progress=False)
+    summary = run_pipeline(run["index"], store, wider, workers=1, progress=False, overwrite=True)
     assert (summary["processed"], summary["skipped_done"]) == (len(run["table"]), 0)
     assert summary["config_hash"] != run["summary"]["config_hash"]
     new = pd.read_parquet(store / "preprocessed.parquet").set_index("image_id")
@@ -178,7 +183,8 @@ def test_a_corrupt_file_fails_alone(run: dict, tmp_path: Path) -> None:
                            progress=False)
     assert (summary["processed"], summary["failed"]) == (3, 1)
     failures = pd.read_csv(tmp_path / "store" / "failures.csv")
-    assert failures["image_id"].tolist() == ["broken-image"] and failures["path"].tolist() == [str(broken)]
+    assert failures["image_id"].tolist() == ["broken-image"] and "path" not in failures
+    assert failures["safe_relpath"].tolist() == [bad["safe_relpath"].iloc[0]]
     assert failures["reason"].iloc[0].startswith("truncated file")
     assert sorted(pd.read_parquet(tmp_path / "store" / "preprocessed.parquet")["image_id"]) == sorted(
         index["image_id"])

@@ -24,8 +24,9 @@ from mammokit import INTENDED_USE
 from mammokit.cli import app
 from mammokit.config import config_hash
 from mammokit.datasets.index import scan
-from mammokit.dicom import DEFAULT_ID_SALT, hash_id, read_dicom
+from mammokit.dicom import hash_id, read_dicom
 from mammokit.evaluation.inference import dataset_for, run_inference
+from mammokit.ids import resolve_salt
 from mammokit.models import create_model
 from mammokit.predict import predict_studies, preprocess_config_of
 from mammokit.preprocess.config import PreprocessConfig
@@ -85,7 +86,7 @@ def _headers(folder: Path) -> dict[str, pydicom.Dataset]:
         if path.name == "broken.dcm":
             continue
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        out[hash_id(str(ds.SOPInstanceUID), DEFAULT_ID_SALT)] = ds
+        out[hash_id(str(ds.SOPInstanceUID), resolve_salt())] = ds
     return out
 
 
@@ -183,7 +184,7 @@ def test_no_phi_or_raw_ids_in_any_output(workspace: dict[str, Path], predicted: 
 def test_broken_files_are_warnings_not_crashes(workspace: dict[str, Path], predicted: dict[str, dict],
                                                caplog: pytest.LogCaptureFixture) -> None:
     assert len(predicted) == 2 and all(p["exam"] is not None for p in predicted.values())
-    root_file = "file #" + hash_id("broken.dcm", DEFAULT_ID_SALT)[:10]  # named by a salted hash of its path
+    root_file = "file #" + hash_id("broken.dcm", resolve_salt())[:10]  # named by a salted hash of its path
     for pred in predicted.values():  # a file beside no study's files concerns every study
         assert any(w.startswith(f"{root_file}: not used:") for w in pred["warnings"]), pred["warnings"]
     cut = next(workspace["studies"].rglob("cut.dcm"))

@@ -21,6 +21,7 @@ from browser import find_chromium, render_checks
 from conftest import SynthStore
 from mammokit.cli import app
 from mammokit.preprocess.qc import SIGNALS, suspicion, write_qc_page
+from mammokit.preprocess.sources import link_index
 from mammokit.synth import PHI_PATTERNS
 
 QC_COLUMNS = ("qc_mask_area_fraction", "qc_threshold_separability", "qc_tissue_outside_mask", "orientation_confidence",
@@ -153,17 +154,23 @@ def test_page_shows_no_patient_name_id_birth_date_or_path(store: Path, synth_sto
         assert not re.search(rf"(?<!\d){pattern}(?!\d)", text), pattern
     table = pd.read_parquet(store / "preprocessed.parquet")
     labels = pd.read_csv(synth_store.raw / "labels.csv", dtype=str)
-    for value in [*labels["patient_id"], *table["patient_id"].astype(str), *table["path"]]:
+    index = pd.read_parquet(synth_store.index)  # raw paths live in the index only
+    for value in [*labels["patient_id"], *table["patient_id"].astype(str), *index["path"], *index["relpath"]]:
         assert value not in text
     assert str(synth_store.raw) not in text and "case0" not in text
 
 
-def test_missing_or_broken_original_is_named_and_the_rest_shown(store: Path, tmp_path: Path) -> None:
+def test_missing_or_broken_original_is_named_and_the_rest_shown(store: Path, synth_store: SynthStore,
+                                                                  tmp_path: Path) -> None:
     table = pd.read_parquet(store / "preprocessed.parquet")
+    index = pd.read_parquet(synth_store.index)  # the store finds its originals through the index it names
     broken = tmp_path / "broken.dcm"
-    broken.write_bytes(Path(table.loc[2, "path"]).read_bytes()[:1000])
-    table.loc[7, "path"] = str(tmp_path / "gone" / "PHI^NAME0001.dcm")
-    table.loc[2, "path"] = str(broken)
+    broken.write_bytes(Path(index.set_index("image_id").loc[table.loc[2, "image_id"], "path"]).read_bytes()[:1000])
+    moved = {table.loc[7, "image_id"]: str(tmp_path / "gone" / "PHI^NAME0001.dcm"),
+             table.loc[2, "image_id"]: str(broken)}
+    index = index.assign(path=index["image_id"].map(moved).fillna(index["path"]))
+    index.to_parquet(tmp_path / "images.parquet", index=False)
+    link_index(store, tmp_path / "images.parquet")
     table.loc[2, ["qc_tissue_outside_mask", "qc_threshold_separability", "film"]] = [0.25, 0.1, True]  # 5.5 > 5
     table.to_parquet(store / "preprocessed.parquet", index=False)
     write_qc_page(store, tmp_path / "qc.html", top=2)

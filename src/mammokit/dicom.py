@@ -18,6 +18,14 @@ Pixel semantics, in order:
    (the LUT's min/max, or the rescaled ends of the BitsStored range). The result lies in [lo, hi].
 6. No VOI window is applied; WindowCenter/Width, VOILUTFunction and the presence of a VOI LUT
    Sequence are recorded. Pixels are returned as float32.
+
+The reader is total: whatever the bytes, it returns finite float32 pixels of Rows x Columns or raises
+`DicomReadError` naming the file and the reason (`tests/test_fuzz_reader.py` holds it to that on seeded mutants).
+Every tag it interprets is converted once, up front (`_check_tags`): a damaged one refuses the file when the pixels
+depend on it, else it is dropped with a warning; sequences are read up to MAX_ITEMS items. Values it would
+otherwise have to guess are refusals (non-numeric, NaN, infinite or zero RescaleSlope, PixelRepresentation other
+than 0/1, a constant Modality LUT, Rows x Columns above MAX_PIXELS) or warnings (BitsStored 0, a magnification
+factor that is not a positive number, an optional tag that is not a finite number).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from mammokit.dicom_decode import (
     PixelElement,
     decode_stored,
     decoder_for,
+    library_error,
     read_pixel_element,
     resolve_backend,
     stored_range,
@@ -47,16 +56,32 @@ from mammokit.dicom_decode import (
     transfer_syntax_name,
 )
 from mammokit.dicom_decode import tag_text as _text
-from mammokit.dicom_film import FILM_SPACING_MM, film_signs
+from mammokit.dicom_film import (
+    DEVICE_TAGS,
+    FILM_ARCHIVE_TAGS,
+    FILM_SPACING_MM,
+    SPACING_RANGE_MM,
+    VIEW_ALIASES,
+    VIEW_CODE_VALUES,
+    VIEW_CODES,
+    film_signs,
+)
+from mammokit.dicom_film import laterality as _laterality
+from mammokit.dicom_film import show_value as _show
+from mammokit.dicom_film import spacing as _spacing
+from mammokit.dicom_film import tag_floats as _floats
+from mammokit.dicom_film import view as _view
 from mammokit.errors import MammokitError
-from mammokit.ids import DEFAULT_ID_SALT, hash_id, resolve_salt
+from mammokit.ids import hash_id, resolve_salt
 
 __all__ = [
     "DECODERS",
-    "DEFAULT_ID_SALT",
     "FILM_SPACING_MM",
+    "MAX_PIXELS",
     "SPACING_RANGE_MM",
+    "VIEW_ALIASES",
     "VIEW_CODES",
+    "VIEW_CODE_VALUES",
     "DecoderSpec",
     "DicomReadError",
     "MammoImage",
@@ -66,44 +91,35 @@ __all__ = [
     "transfer_syntax_name",
 ]
 
-SPACING_RANGE_MM = (0.02, 0.5)  # plausible detector pixel spacing; outside it the value is flagged untrusted
+MAX_DIMENSION = 65535  # Rows and Columns are US
+MAX_PIXELS = 1 << 28  # Rows x Columns refused above this, before any decoder allocates (FFDM: ~3e7)
+MAX_VALUE = 1e30  # modality LUT output beyond +-this would overflow float32 arithmetic downstream
+MIN_SLOPE = float(np.finfo(np.float32).tiny)  # a RescaleSlope below this is 0 in float32
+MAX_ITEMS = 8  # items read of any sequence; more are ignored with a warning
+MAX_SEQUENCE_BYTES = 1 << 20  # a defined-length sequence larger than this is not parsed (dropped or refused)
 
-# Canonical views (ACR MQCM abbreviations used by CID 4014) and their meanings.
-VIEW_CODES: dict[str, str] = {
-    "CC": "cranio-caudal",
-    "MLO": "medio-lateral oblique",
-    "ML": "medio-lateral",
-    "LM": "latero-medial",
-    "LMO": "latero-medial oblique",
-    "XCCL": "cranio-caudal exaggerated laterally",
-    "XCCM": "cranio-caudal exaggerated medially",
-    "FB": "caudo-cranial (from below)",
-    "SIO": "superolateral to inferomedial oblique",
-    "ISO": "inferomedial to superolateral oblique",
-    "CV": "cleavage",
-    "AT": "axillary tail",
-    "SPECIMEN": "tissue specimen from breast",
+# The tags read_dicom interprets, converted by `_check_tags` before use. One pydicom cannot convert (or a sequence
+# that is not one) refuses the file when ESSENTIAL (the pixels depend on it), else it is dropped with a warning.
+ESSENTIAL_TAGS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation", "SamplesPerPixel",
+                  "PhotometricInterpretation", "NumberOfFrames", "RescaleSlope", "RescaleIntercept",
+                  "ModalityLUTSequence", "SOPClassUID")
+OPTIONAL_TAGS = ("ImageLaterality", "Laterality", "FrameLaterality", "ViewPosition", "ViewCodeSequence",
+                 "PatientOrientation", "PixelSpacing", "ImagerPixelSpacing", "EstimatedRadiographicMagnificationFactor",
+                 "NominalScannedPixelSpacing", "Modality", "BodyPartExamined", "PresentationLUTShape",
+                 "PresentationIntentType", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+                 "AccessionNumber", "StudyID", "PixelPaddingValue", "PixelPaddingRangeLimit", "WindowCenter",
+                 "WindowWidth", "VOILUTFunction", "VOILUTSequence", "SharedFunctionalGroupsSequence",
+                 "PerFrameFunctionalGroupsSequence", "ConversionType", "DetectorType", *DEVICE_TAGS, *FILM_ARCHIVE_TAGS)
+IDENTIFIER_TAGS = ("PatientID", "AccessionNumber", "StudyID", "StudyInstanceUID")  # never quoted in a warning
+ITEM_TAGS: dict[str, tuple[str, ...]] = {  # sequence -> the tags read in its items
+    "ViewCodeSequence": ("CodeValue", "CodeMeaning", "ViewModifierCodeSequence"),
+    "ViewModifierCodeSequence": ("CodeValue", "CodeMeaning"),
+    "SharedFunctionalGroupsSequence": ("FrameAnatomySequence",),
+    "PerFrameFunctionalGroupsSequence": ("FrameAnatomySequence",),
+    "FrameAnatomySequence": ("FrameLaterality",),
+    "ModalityLUTSequence": ("LUTDescriptor", "LUTData"),
+    "VOILUTSequence": (),
 }
-# ViewCodeSequence code values (SNOMED CT, SNOMED-RT and the deprecated DICOM Y-X codes) -> canonical view.
-VIEW_CODE_VALUES: dict[str, str] = {
-    "399162004": "CC", "R-10242": "CC",
-    "399368009": "MLO", "R-10226": "MLO",
-    "399260004": "ML", "R-10224": "ML",
-    "399352003": "LM", "R-10228": "LM",
-    "399099002": "LMO", "R-10230": "LMO",
-    "399192008": "XCCL", "R-1024A": "XCCL", "Y-X1770": "XCCL",
-    "399101009": "XCCM", "R-1024B": "XCCM", "Y-X1771": "XCCM",
-    "399196006": "FB", "R-10244": "FB",
-    "399188001": "SIO", "R-102D0": "SIO",
-    "441555000": "ISO", "R-40AAA": "ISO",
-    "127457009": "SPECIMEN", "G-8310": "SPECIMEN",
-}  # fmt: skip
-# ViewPosition spellings seen in archives -> canonical view.
-VIEW_ALIASES: dict[str, str] = {
-    **{code: code for code in VIEW_CODES},
-    "CRANIOCAUDAL": "CC", "CRANIO-CAUDAL": "CC", "MEDIOLATERAL OBLIQUE": "MLO", "OBLIQUE": "MLO",
-    "MEDIOLATERAL": "ML", "LATEROMEDIAL": "LM", "XCC": "XCCL", "AX": "AT", "CLEAVAGE": "CV",
-}  # fmt: skip
 
 ACCEPTED_MODALITY = "MG"
 PROJECTION_MODALITIES = frozenset({"DX", "CR", "RG", "DR", "OT", "SC"})  # read, with a warning
@@ -117,11 +133,13 @@ class DicomReadError(MammokitError):
     Attributes:
         path: the file.
         reason: one sentence saying what is wrong.
+        unexpected: True when the reader met an error it has no check for (a bug to report; the reason names it).
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, unexpected: bool = False) -> None:
         self.path = str(path)
         self.reason = reason
+        self.unexpected = unexpected
         super().__init__(f"{self.path}: {reason}")
 
 
@@ -199,89 +217,63 @@ class MammoImage:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _floats(ds: Any, keyword: str) -> tuple[float, ...] | None:
-    """A numeric (possibly multi-valued) tag as floats; None when absent, empty or unparsable."""
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+def _number(ds: Any, keyword: str, path: str, default: float | None = None) -> float | None:
+    """The one finite value of a tag the pixels depend on (`default` when absent); anything else is refused."""
     try:
-        return tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        return None
+        values = _floats(ds, keyword)
+    except ValueError as err:
+        raise DicomReadError(path, str(err)) from err
+    if values is None:
+        return default
+    if len(values) != 1:
+        raise DicomReadError(path, f"{keyword} holds {len(values)} values ({_show(values)}); it takes one")
+    return values[0]
 
 
-def _int(ds: Any, keyword: str) -> int | None:
-    value = _floats(ds, keyword)
-    return int(value[0]) if value else None
+def _integer(ds: Any, keyword: str, path: str, default: int | None = None) -> int | None:
+    """The one integer value of a tag the pixels depend on (`default` when absent); anything else is refused."""
+    value = _number(ds, keyword, path)
+    if value is None:
+        return default
+    if value != int(value) or abs(value) > 1 << 32:
+        raise DicomReadError(path, f"{keyword}={value:g} is not an unsigned 16/32-bit integer")
+    return int(value)
 
 
-def _laterality(ds: Any, warnings: list[str]) -> tuple[str | None, str | None]:
-    """ImageLaterality, else Laterality, else FrameLaterality (top level or functional groups)."""
-    candidates: list[tuple[str, Any]] = [(k, ds.get(k)) for k in ("ImageLaterality", "Laterality", "FrameLaterality")]
-    for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        for item in ds.get(group) or []:
-            for anatomy in item.get("FrameAnatomySequence") or []:
-                candidates.append((f"{group}/FrameLaterality", anatomy.get("FrameLaterality")))
-    for source, value in candidates:
-        text = str(value).strip().upper() if value is not None else ""
-        if text in ("L", "R"):
-            return text, source
-        if text:
-            warnings.append(f"{source}={text!r} is not L or R; laterality left unset")
-    return None, None
+def _check_tags(ds: Any, keywords: tuple[str, ...], path: str, warnings: list[str], where: str = "") -> None:
+    """Convert each tag read_dicom uses, once, so that a damaged one is met here: an ESSENTIAL one refuses the file,
+    another is dropped with a warning. Sequences keep their first MAX_ITEMS items; their items are checked too."""
+    for keyword in keywords:
+        if keyword not in ds:
+            continue
+        problem = _tag_problem(ds, keyword)
+        if problem is not None:
+            if keyword in ESSENTIAL_TAGS:
+                raise DicomReadError(path, f"{where}{keyword} {problem}")
+            warnings.append(f"{where}{keyword} {problem}; ignored")
+            delattr(ds, keyword)
+        elif keyword in ITEM_TAGS:
+            element = ds[keyword]
+            if len(element.value) > MAX_ITEMS:
+                warnings.append(f"{where}{keyword} has {len(element.value):,} items; the first {MAX_ITEMS} are read")
+                element.value = list(element.value)[:MAX_ITEMS]
+            for item in element.value:
+                _check_tags(item, ITEM_TAGS[keyword], path, warnings, f"{where}{keyword} item: ")
 
 
-def _view(ds: Any, warnings: list[str]) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """ViewPosition, else ViewCodeSequence, else PatientOrientation when it literally holds a view code."""
-    modifiers: tuple[str, ...] = ()
-    code_items = list(ds.get("ViewCodeSequence") or [])
-    for item in code_items:
-        modifiers += tuple(
-            str(m.get("CodeMeaning", m.get("CodeValue", ""))) for m in item.get("ViewModifierCodeSequence") or []
-        )
-    view_position = _text(ds, "ViewPosition")
-    if view_position:
-        canonical = VIEW_ALIASES.get(view_position.upper())
-        if canonical:
-            return canonical, "ViewPosition", modifiers
-        warnings.append(f"ViewPosition={view_position!r} is not a mammography view")
-    for item in code_items:
-        code = str(item.get("CodeValue", "")).strip()
-        if code in VIEW_CODE_VALUES:
-            return VIEW_CODE_VALUES[code], "ViewCodeSequence", modifiers
-        if code:
-            warnings.append(f"ViewCodeSequence code {code!r} is not a known mammography view")
-    orientation = ds.get("PatientOrientation")
-    values = list(orientation) if isinstance(orientation, pydicom.multival.MultiValue) else [orientation]
-    if len(values) == 1 and values[0] is not None and str(values[0]).strip().upper() in VIEW_ALIASES:
-        warnings.append("view taken from PatientOrientation, which holds a view code instead of directions")
-        return VIEW_ALIASES[str(values[0]).strip().upper()], "PatientOrientation", modifiers
-    return None, None, modifiers
-
-
-def _spacing(ds: Any, warnings: list[str]) -> tuple[tuple[float, float] | None, str | None, tuple | None, bool]:
-    """(spacing_mm, source, raw, trusted): PixelSpacing, else ImagerPixelSpacing / ERMF, else a scanner's
-    NominalScannedPixelSpacing (Secondary Capture of a film or document), sanity-checked."""
-    raw, source = _floats(ds, "PixelSpacing"), "PixelSpacing"
-    if raw is None:
-        raw, source = _floats(ds, "ImagerPixelSpacing"), "ImagerPixelSpacing"
-        ermf = _floats(ds, "EstimatedRadiographicMagnificationFactor")
-        if raw is not None and ermf and ermf[0] > 0:
-            raw, source = tuple(v / ermf[0] for v in raw), "ImagerPixelSpacing/ERMF"
-    if raw is None:
-        raw, source = _floats(ds, "NominalScannedPixelSpacing"), "NominalScannedPixelSpacing"
-    if raw is None:
-        return None, None, None, False
-    if len(raw) == 1:
-        raw = (raw[0], raw[0])
-        warnings.append(f"{source} has one value; used for rows and columns")
-    pair = (raw[0], raw[1])
-    lo, hi = SPACING_RANGE_MM
-    if not all(lo <= v <= hi for v in pair):
-        warnings.append(f"{source}={pair} mm is outside {lo}-{hi} mm; spacing untrusted")
-        return None, source, pair, False
-    return pair, source, pair, True
+def _tag_problem(ds: Any, keyword: str) -> str | None:
+    """Why pydicom cannot give this tag's value as read_dicom needs it, or None when it can."""
+    try:
+        length = getattr(ds.get_item(keyword, keep_deferred=True), "length", 0) or 0  # raw: not converted yet
+        if keyword in ITEM_TAGS and MAX_SEQUENCE_BYTES < length < 0xFFFFFFFF:
+            return f"holds {length:,} bytes, more than a header sequence needs"
+        element = ds[keyword]
+    except Exception as err:  # pydicom's conversion errors: BytesLengthException, OSError, NotImplementedError, ...
+        shown = "" if keyword in IDENTIFIER_TAGS else f": {str(err)[:120]}"  # an error may quote the value
+        return f"cannot be parsed ({type(err).__name__}{shown})"
+    if keyword in ITEM_TAGS and element.VR != "SQ":
+        return f"is not a sequence (VR {element.VR})"
+    return None
 
 
 def _modality_check(ds: Any, path: str, warnings: list[str]) -> None:
@@ -338,18 +330,47 @@ def _open_dataset(path: Path, pixels: bool, backend: str) -> tuple[Any, PixelEle
         raise DicomReadError(name, f"cannot parse as DICOM: {type(err).__name__}: {err}") from err
 
 
-def _header_checks(ds: Any, path: str, info: FrameInfo, element: PixelElement | None) -> None:
-    """Refuse what is not a single-frame grayscale image with consistent geometry."""
+def _frame_info(ds: Any, syntax: str, element: PixelElement | None, path: str, warnings: list[str]) -> FrameInfo:
+    """The header values the decoders need, each a single integer or refused; BitsStored 0 is warned about."""
+    rows, columns = _integer(ds, "Rows", path), _integer(ds, "Columns", path)
+    bits_allocated = _integer(ds, "BitsAllocated", path)
+    if rows is None or columns is None or bits_allocated is None:
+        reason = "no pixel data (7FE0,0010)" if element is None else "no image geometry tags"
+        raise DicomReadError(path, f"{reason} (Rows/Columns/BitsAllocated missing)")
+    bits_stored = _integer(ds, "BitsStored", path)
+    if bits_stored == 0:
+        warnings.append(f"BitsStored is 0; BitsAllocated ({bits_allocated}) used")
+    representation = _integer(ds, "PixelRepresentation", path, 0)
+    if representation not in (0, 1):
+        raise DicomReadError(path, f"PixelRepresentation={representation} is neither 0 (unsigned) nor 1 (signed)")
+    return FrameInfo(
+        uid=syntax,
+        rows=rows,
+        columns=columns,
+        bits_allocated=bits_allocated,
+        bits_stored=bits_stored or bits_allocated,
+        signed=representation == 1,
+        photometric=(_text(ds, "PhotometricInterpretation") or "").upper(),
+    )
+
+
+def _header_checks(ds: Any, path: str, info: FrameInfo, element: PixelElement | None, warnings: list[str]) -> None:
+    """Refuse what is not a single-frame grayscale image with consistent, bounded geometry."""
     if str(ds.get("SOPClassUID", "")) in TOMOSYNTHESIS_SOP_CLASSES:
         raise DicomReadError(path, "breast tomosynthesis volume (multi-frame) is not supported")
-    frames = _int(ds, "NumberOfFrames") or 1
+    frames = _integer(ds, "NumberOfFrames", path, 1)
     if frames > 1:
         raise DicomReadError(path, f"multi-frame image ({frames} frames, e.g. tomosynthesis) is not supported")
-    samples = _int(ds, "SamplesPerPixel") or 1
+    if frames < 1:
+        warnings.append(f"NumberOfFrames is {frames}; read as one frame")
+    samples = _integer(ds, "SamplesPerPixel", path, 1)
     if samples != 1 or info.photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomReadError(path, f"colour image ({info.photometric}, {samples} samples per pixel) is not supported")
-    if info.rows <= 0 or info.columns <= 0:
-        raise DicomReadError(path, f"absurd geometry: Rows={info.rows}, Columns={info.columns}")
+        raise DicomReadError(path, f"colour or other non-grayscale image ({_show(info.photometric)}, {samples} "
+                                   "samples per pixel) is not supported")
+    if not (0 < info.rows <= MAX_DIMENSION and 0 < info.columns <= MAX_DIMENSION) or (
+            info.rows * info.columns > MAX_PIXELS):
+        raise DicomReadError(path, f"absurd geometry: Rows={info.rows}, Columns={info.columns} (at most "
+                                   f"{MAX_DIMENSION} each and {MAX_PIXELS:,} pixels)")
     if info.bits_allocated not in (8, 16, 32) or not 1 <= info.bits_stored <= info.bits_allocated:
         raise DicomReadError(path, f"BitsAllocated={info.bits_allocated} with BitsStored={info.bits_stored} "
                                    "is not supported")
@@ -357,6 +378,10 @@ def _header_checks(ds: Any, path: str, info: FrameInfo, element: PixelElement | 
         raise DicomReadError(path, f"{transfer_syntax_name(info.uid)} ({info.uid}) is not supported")
     if element is None:
         raise DicomReadError(path, "no pixel data (7FE0,0010)")
+    deflated_header = info.uid == pydicom.uid.DeflatedExplicitVRLittleEndian and element.data is None  # not peeked
+    if DECODERS[info.uid].kind == "native" and element.length is None and not deflated_header:
+        raise DicomReadError(path, f"Pixel Data is encapsulated (undefined length) but {transfer_syntax_name(info.uid)}"
+                                   " is not a compressed transfer syntax")
     if element.length is not None and element.available < element.length:
         raise DicomReadError(path, f"truncated file: Pixel Data says {element.length} bytes, "
                                    f"{element.available} remain")
@@ -379,6 +404,8 @@ def _lut_from_sequence(ds: Any) -> tuple[np.ndarray, int] | None:
     item = seq[0]
     entries, first, bits = (int(v) for v in item.LUTDescriptor)
     entries = entries or 65536
+    if not 8 <= bits <= 16:
+        raise ValueError(f"its descriptor gives {bits}-bit entries, not 8 or 16")
     data = item.get("LUTData")
     if isinstance(data, (bytes, bytearray)):
         lut = np.frombuffer(data, dtype="<u2" if bits > 8 else "u1")
@@ -388,7 +415,10 @@ def _lut_from_sequence(ds: Any) -> tuple[np.ndarray, int] | None:
         raise ValueError(f"Modality LUT has {lut.size} entries, its descriptor says {entries}")
     if first > 32767 and (item["LUTDescriptor"].VR == "SS" or ds.get("PixelRepresentation") == 1):
         first -= 65536
-    return lut[:entries].astype(np.float32), first
+    table = lut[:entries].astype(np.float32)
+    if table.min() == table.max():
+        raise ValueError(f"it maps every stored value to {table[0]:g}")
+    return table, first
 
 
 def _apply_pixels(raw: np.ndarray, ds: Any, info: FrameInfo, image: dict[str, Any], path: str) -> None:
@@ -404,7 +434,7 @@ def _apply_pixels(raw: np.ndarray, ds: Any, info: FrameInfo, image: dict[str, An
             image["padding_mask"] = (stored == pad) if limit is None else (stored >= lo_pad) & (stored <= hi_pad)
     try:
         lut = _lut_from_sequence(ds)
-    except (ValueError, AttributeError, KeyError) as err:
+    except (ValueError, TypeError, AttributeError, KeyError) as err:
         raise DicomReadError(path, f"unusable Modality LUT Sequence: {err}") from err
     if lut is not None:
         table, first = lut
@@ -419,8 +449,7 @@ def _apply_pixels(raw: np.ndarray, ds: Any, info: FrameInfo, image: dict[str, An
             out *= np.float32(slope)
         if intercept != 0.0:
             out += np.float32(intercept)
-        ends = (smin * slope + intercept, smax * slope + intercept)
-        lo, hi = float(min(ends)), float(max(ends))
+        lo, hi = _rescale(ds, path, info)[2]
     if image["inverted"]:
         np.subtract(np.float32(lo + hi), out, out=out)
     image["pixels"] = out
@@ -444,39 +473,43 @@ def read_dicom(
         path: the DICOM file.
         pixels: False reads the header only (no Pixel Data, no decoding; for fast indexing) and
             returns `pixels=None`, `padding_mask=None`.
-        salt: key of the identifier hashes; `mammokit.ids.resolve_salt` (env `MAMMOKIT_ID_SALT`, else the default).
+        salt: key of the identifier hashes; `mammokit.ids.resolve_salt` (env `MAMMOKIT_ID_SALT`, else this
+            installation's random salt).
         keep_ids: the user's opt-in to also return raw PatientID / AccessionNumber.
         backend: "auto" (fastest decoders, default) or "pydicom" (pydicom.pixels plugins); default
             env `MAMMOKIT_DICOM_BACKEND`.
 
     Raises:
-        DicomReadError: the file is not a readable single-frame grayscale mammogram (reason says why).
+        DicomReadError: the file is not a readable single-frame grayscale mammogram (reason says why), also for
+            an error the reader has no check for (then `unexpected` is True).
         ValueError: an unknown backend name.
     """
     backend = resolve_backend(backend)
     name = str(path)
     ds, element = _open_dataset(Path(path), pixels, backend)
+    try:
+        return _read(ds, element, name, pixels=pixels, salt=salt, keep_ids=keep_ids, backend=backend)
+    except DicomReadError:
+        raise
+    except BaseException as err:  # a bug, or a case no check foresaw: still this file's error, marked unexpected
+        if not library_error(err):
+            raise
+        reason = f"unexpected {type(err).__name__} while reading (please report): {str(err)[:200]}"
+        raise DicomReadError(name, reason, unexpected=True) from err
+
+
+def _read(ds: Any, element: PixelElement | None, name: str, *, pixels: bool, salt: str | None, keep_ids: bool,
+          backend: str) -> MammoImage:
+    """read_dicom after the file is parsed: checks, metadata, and the pixels when `pixels`."""
     warnings: list[str] = []
+    _check_tags(ds, ESSENTIAL_TAGS + OPTIONAL_TAGS, name, warnings)
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if not syntax:
         syntax = pydicom.uid.ExplicitVRLittleEndian if not ds.is_implicit_VR else pydicom.uid.ImplicitVRLittleEndian
         warnings.append("no TransferSyntaxUID in the file meta; inferred from the encoding")
-    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
-    if rows is None or columns is None or "BitsAllocated" not in ds:
-        reason = "no pixel data (7FE0,0010)" if element is None else "no image geometry tags"
-        raise DicomReadError(name, f"{reason} (Rows/Columns/BitsAllocated missing)")
-    bits_allocated = _int(ds, "BitsAllocated") or 0
-    info = FrameInfo(
-        uid=syntax,
-        rows=rows,
-        columns=columns,
-        bits_allocated=bits_allocated,
-        bits_stored=_int(ds, "BitsStored") or bits_allocated,
-        signed=_int(ds, "PixelRepresentation") == 1,
-        photometric=(_text(ds, "PhotometricInterpretation") or "").upper(),
-    )
-    _header_checks(ds, name, info, element)
+    info = _frame_info(ds, syntax, element, name, warnings)
+    _header_checks(ds, name, info, element, warnings)
     _modality_check(ds, name, warnings)
     if info.photometric == "" or "BitsStored" not in ds:
         warnings.append("PhotometricInterpretation or BitsStored missing")
@@ -489,8 +522,7 @@ def read_dicom(
     inverted = info.photometric == "MONOCHROME1" or shape == "INVERSE"
     if info.photometric == "MONOCHROME2" and shape == "INVERSE":
         warnings.append("MONOCHROME2 with Presentation LUT Shape INVERSE: inverted once")
-    slope = (_floats(ds, "RescaleSlope") or (1.0,))[0]
-    intercept = (_floats(ds, "RescaleIntercept") or (0.0,))[0]
+    slope, intercept, value_range = _rescale(ds, name, info)
     has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
     if "ModalityLUTSequence" in ds and has_rescale:
         warnings.append("both Modality LUT Sequence and Rescale tags present; the sequence is used")
@@ -501,13 +533,13 @@ def read_dicom(
     study_key = study_uid or (
         f"{patient_id or ''}/{accession or _text(ds, 'StudyID')}" if accession or _text(ds, "StudyID") else None
     )
-    pad, limit = _floats(ds, "PixelPaddingValue"), _floats(ds, "PixelPaddingRangeLimit")
+    pad, limit = _floats(ds, "PixelPaddingValue", warnings), _floats(ds, "PixelPaddingRangeLimit", warnings)
     orientation = ds.get("PatientOrientation")
     image: dict[str, Any] = {
         "path": name,
         "pixels": None,
-        "rows": rows,
-        "columns": columns,
+        "rows": info.rows,
+        "columns": info.columns,
         "spacing_mm": spacing,
         "spacing_source": spacing_source,
         "spacing_raw_mm": spacing_raw,
@@ -516,9 +548,9 @@ def read_dicom(
         "laterality_source": laterality_source,
         "view": view,
         "view_source": view_source,
-        "bits_stored": _int(ds, "BitsStored"),
-        "bits_allocated": bits_allocated,
-        "pixel_representation": _int(ds, "PixelRepresentation"),
+        "bits_stored": _integer(ds, "BitsStored", name),
+        "bits_allocated": info.bits_allocated,
+        "pixel_representation": _integer(ds, "PixelRepresentation", name),
         "photometric": info.photometric or None,
         "inverted": inverted,
         "presentation_lut_shape": shape,
@@ -530,8 +562,8 @@ def read_dicom(
         "rescale_slope": slope,
         "rescale_intercept": intercept,
         "modality_lut": "sequence" if "ModalityLUTSequence" in ds else ("rescale" if has_rescale else "none"),
-        "window_center": _floats(ds, "WindowCenter"),
-        "window_width": _floats(ds, "WindowWidth"),
+        "window_center": _floats(ds, "WindowCenter", warnings),
+        "window_width": _floats(ds, "WindowWidth", warnings),
         "voi_lut_function": _text(ds, "VOILUTFunction"),
         "has_voi_lut_sequence": bool(ds.get("VOILUTSequence")),
         "pixel_padding_value": _signed_tag(pad, info),
@@ -562,12 +594,24 @@ def read_dicom(
         image["decoder"] = decoder
         warnings.extend(decode_warnings)
         _apply_pixels(raw, ds, info, image, name)
-    else:
-        smin, smax = stored_range(info.bits_stored, info.signed)
-        if image["modality_lut"] != "sequence":
-            ends = (smin * slope + intercept, smax * slope + intercept)
-            image["value_range"] = (float(min(ends)), float(max(ends)))
+    elif image["modality_lut"] != "sequence":
+        image["value_range"] = value_range
     return MammoImage(**image)
+
+
+def _rescale(ds: Any, path: str, info: FrameInfo) -> tuple[float, float, tuple[float, float]]:
+    """(RescaleSlope, RescaleIntercept, [lo, hi] they map the BitsStored range to); 1 and 0 when absent. Refused:
+    a value that is not one finite number, a slope of 0 (one value for every pixel), an output beyond MAX_VALUE."""
+    slope = _number(ds, "RescaleSlope", path, 1.0)
+    intercept = _number(ds, "RescaleIntercept", path, 0.0)
+    if abs(slope) < MIN_SLOPE:
+        raise DicomReadError(path, f"RescaleSlope={slope:g} maps every stored value to one value")
+    smin, smax = stored_range(info.bits_stored, info.signed)
+    lo, hi = sorted((smin * slope + intercept, smax * slope + intercept))
+    if max(-lo, hi) > MAX_VALUE:
+        raise DicomReadError(path, f"RescaleSlope={slope:g} and RescaleIntercept={intercept:g} map stored values to "
+                                   f"[{lo:.3g}, {hi:.3g}], beyond what float32 pixels hold")
+    return slope, intercept, (float(lo), float(hi))
 
 
 def _signed_tag(value: tuple[float, ...] | None, info: FrameInfo) -> float | None:

@@ -11,10 +11,14 @@ Two backends decode the same files to the same stored values:
 
 Pick one with the ``backend=`` argument of `read_dicom` or the ``MAMMOKIT_DICOM_BACKEND`` env var.
 
-Whatever decodes, the result is validated: a JPEG / JPEG-LS / JPEG 2000 stream must end with its
-end-of-image marker (0xFFD9, after optional zero padding) because a truncated lossless-JPEG stream
-decodes without error through some decoders and returns half garbage; RLE segments must decode
-completely; the decoded array must have the header's Rows x Columns.
+Before any decoder sees a frame, `check_frame` validates what decoders trust: a JPEG / JPEG-LS / JPEG 2000 stream
+must end with its end-of-image marker (0xFFD9, after optional zero padding) because a truncated lossless-JPEG stream
+decodes without error through some decoders and returns half garbage; its own frame header (JPEG SOF, JPEG 2000 SIZ)
+must give the header's Rows x Columns, one component and no more bits than BitsAllocated; RLE segment counts and
+offsets must lie inside the frame. Native decoders crash on such input rather than fail (an RLE offset of 0xFFFFFFF0
+was a SIGSEGV in imagecodecs, a 100000 x 100000 JPEG 2000 frame a SIGABRT in GDCM). Whatever decodes, the result is
+validated too: RLE segments must decode completely; the decoded array must have the header's Rows x Columns.
+A decoder's own failure, pyo3's `PanicException` included (a `BaseException`), becomes a `DecodeError`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import struct
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -33,6 +38,8 @@ from pydicom.encaps import get_frame
 
 BACKENDS = ("auto", "pydicom")
 ENV_BACKEND = "MAMMOKIT_DICOM_BACKEND"
+JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+J2K_MAX_TILES = 65535  # tile indices are 0..65534 in JPEG 2000
 
 
 class DecodeError(Exception):
@@ -100,8 +107,12 @@ DECODERS: dict[str, DecoderSpec] = {
 
 
 def tag_text(ds: Any, keyword: str) -> str | None:
-    """A header tag's value as a stripped string; None when the dataset or tag is absent or the value empty."""
-    value = ds.get(keyword) if ds is not None else None
+    """A header tag's value as a stripped string; None when the dataset or tag is absent, the value empty, or
+    pydicom cannot convert it (`mammokit.dicom` warns about unconvertible tags it uses before it reads them)."""
+    try:
+        value = ds.get(keyword) if ds is not None else None
+    except Exception:  # pydicom's conversion errors on a damaged element: BytesLengthException, OSError, ...
+        return None
     if value is None or value == "":
         return None
     if isinstance(value, pydicom.multival.MultiValue):
@@ -166,10 +177,11 @@ class PixelElement:
     frame: bytes | None = None  # encapsulated: the fragments of the single frame, joined
 
 
-def _read_frame(fp: Any, read: bool = True) -> bytes:
+def _read_frame(fp: Any, size: int, read: bool = True) -> bytes:
     """Read encapsulated items from `fp` (just after the Pixel Data header): skip the offset table, join fragments.
 
     With `read=False` only the item headers are read (seeking over fragments), to check the file is complete.
+    Every item length is checked against the `size` of the file before anything is read or skipped.
 
     Reading each fragment straight from the file avoids copying the value twice (pydicom's reader
     and `get_frame` each copy it). Raises EOFError on a cut item and ValueError on a bad item tag.
@@ -187,21 +199,18 @@ def _read_frame(fp: Any, read: bool = True) -> bytes:
             break
         if (group, element) != (0xFFFE, 0xE000):
             raise ValueError(f"unexpected tag ({group:04X},{element:04X}) inside encapsulated Pixel Data")
+        if fp.tell() + length > size:
+            what = "Basic Offset Table" if first else "Pixel Data fragment"
+            raise EOFError(f"file ends inside a {what} ({length} bytes declared, {size - fp.tell()} remain)")
         if first:
             fp.seek(length, 1)  # Basic Offset Table
             first = False
             continue
         if not read:
-            here = fp.tell()
-            if fp.seek(0, 2) < here + length:
-                raise EOFError(f"file ends inside a Pixel Data fragment ({length} bytes declared)")
-            fp.seek(here + length)
+            fp.seek(length, 1)
             fragments.append(b"")
             continue
-        fragment = fp.read(length)
-        if len(fragment) < length:
-            raise EOFError(f"file ends inside a Pixel Data fragment ({len(fragment)} of {length} bytes)")
-        fragments.append(fragment)
+        fragments.append(fp.read(length))
     if not fragments:
         raise ValueError("encapsulated Pixel Data holds no fragment")
     return fragments[0] if len(fragments) == 1 else b"".join(fragments)
@@ -228,21 +237,49 @@ def read_pixel_element(ds: Any, fp: Any, size: int, syntax: str | None, read: bo
     available = size - start - header
     declared = None if length == 0xFFFFFFFF else length
     fp.seek(start + header)
-    if not read:
+    if not read or (declared is not None and declared > available):  # a cut value: refused, never read
         if declared is None:
-            _read_frame(fp, read=False)
+            _read_frame(fp, size, read=False)
         return PixelElement(declared, available, None)
     if declared is None:
-        return PixelElement(None, available, None, _read_frame(fp))
+        return PixelElement(None, available, None, _read_frame(fp, size))
     return PixelElement(declared, available, fp.read(declared))
 
 
-def _check_stream(frame: bytes, spec: DecoderSpec) -> None:
-    """Refuse a compressed stream that is not complete, before any decoder sees it."""
+def check_frame(frame: bytes, spec: DecoderSpec, info: FrameInfo) -> int:
+    """Refuse a compressed frame that is incomplete, or whose own header disagrees with the DICOM header (size,
+    components, bit depth, RLE offsets), before any decoder sees it; raises CorruptData. Returns the sample depth."""
     if spec.kind == "rle":
-        if len(frame) < 64:
-            raise DecodeError(f"{spec.name} frame is {len(frame)} bytes, shorter than its 64-byte header")
-        return
+        _check_rle(frame, info)
+        return info.bits_allocated
+    if spec.kind != "jpeg2000" and info.bits_allocated not in (8, 16):
+        raise CorruptData(f"{spec.name} holds samples of at most 16 bits; BitsAllocated is {info.bits_allocated}")
+    _check_markers(frame, spec)
+    read_header = _j2k_size if spec.kind == "jpeg2000" else _jpeg_frame_header
+    depth, rows, columns, components = read_header(frame, spec.name)
+    if components != 1:
+        raise CorruptData(f"{spec.name} stream holds {components} components; a grayscale image has 1")
+    if (rows, columns) != (info.rows, info.columns):
+        raise CorruptData(f"{spec.name} stream is {rows}x{columns} pixels, the header says {info.rows}x{info.columns}")
+    if not 1 <= depth <= info.bits_allocated:
+        raise CorruptData(f"{spec.name} stream has {depth}-bit samples; BitsAllocated is {info.bits_allocated}")
+    return depth
+
+
+def _gdcm_refusal(info: FrameInfo, depth: int) -> str | None:
+    """Why GDCM must not see this frame, or None. python-gdcm 3.2 aborts the process (it raises nothing) when
+    BitsAllocated is not the natural one for the samples (8 up to 8 bits, else 16), e.g. an 8-bit JPEG-LS stream
+    with BitsAllocated 16, and on BitsAllocated 8 with BitsStored below 8 (measured on every syntax)."""
+    natural = 8 if depth <= 8 else 16
+    if info.bits_allocated != natural:
+        return f"BitsAllocated {info.bits_allocated} for {depth}-bit samples"
+    if info.bits_allocated == 8 and info.bits_stored < 8:
+        return f"BitsStored {info.bits_stored} with BitsAllocated 8"
+    return None
+
+
+def _check_markers(frame: bytes, spec: DecoderSpec) -> None:
+    """A JPEG-family stream must start with its header marker and end with the end-of-image marker."""
     end = len(frame)
     while end > 0 and frame[end - 1] == 0:  # fragments are padded to even length
         end -= 1
@@ -251,7 +288,99 @@ def _check_stream(frame: bytes, spec: DecoderSpec) -> None:
     starts = (b"\xff\xd8",) if spec.kind in ("jpeg", "jpegls") else (b"\xff\x4f\xff\x51", b"\x00\x00\x00\x0cjP")
     if not frame.startswith(starts):
         head = frame[:4].hex()
-        raise DecodeError(f"{spec.name} stream does not start with a {spec.kind} header (first bytes {head})")
+        raise CorruptData(f"{spec.name} stream does not start with a {spec.kind} header (first bytes {head})")
+
+
+def _jpeg_frame_header(frame: bytes, name: str) -> tuple[int, int, int, int]:
+    """(precision, rows, columns, components) of a JPEG / JPEG-LS stream, walking its marker segments to the first
+    scan: each segment must fit the stream; the scan must follow one frame header and name its one component; a
+    lossless Huffman scan must find its table defined (liblj92 reads a missing one and crashes)."""
+    pos, sof, tables = 2, None, set()
+    while True:
+        while frame[pos : pos + 2] == b"\xff\xff":  # fill bytes
+            pos += 1
+        if pos + 4 > len(frame) or frame[pos] != 0xFF:
+            raise CorruptData(f"{name} stream has no marker at byte {pos} before its first scan: it is corrupt")
+        marker = frame[pos + 1]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = struct.unpack_from(">H", frame, pos + 2)[0]
+        if marker in (0xD8, 0xD9) or length < 2 or pos + 2 + length > len(frame):
+            raise CorruptData(f"{name} marker FF{marker:02X} at byte {pos} (length {length}) is out of place")
+        segment = frame[pos + 4 : pos + 2 + length]
+        if marker == 0xC4:
+            tables |= _huffman_tables(segment, name)
+        elif marker in JPEG_FRAME_MARKERS:
+            if sof is not None or length < 8 or length != 8 + 3 * segment[5]:
+                raise CorruptData(f"{name} frame header FF{marker:02X} at byte {pos} is repeated or malformed")
+            sof = (*struct.unpack_from(">BHHB", segment), segment[6], marker)
+        elif marker == 0xDA and sof is not None and sof[3] != 1:
+            return sof[:4]  # a colour frame: check_frame names it
+        elif marker == 0xDA:
+            if sof is None or len(segment) < 4 or segment[0] != 1 or segment[1] != sof[4]:
+                raise CorruptData(f"{name} scan at byte {pos} does not follow a one-component frame header")
+            if sof[5] == 0xC3 and (0, segment[2] >> 4) not in tables:
+                raise CorruptData(f"{name} scan uses Huffman table {segment[2] >> 4}, which is not defined")
+            return sof[:4]
+        pos += 2 + length
+
+
+def _huffman_tables(segment: bytes, name: str) -> set[tuple[int, int]]:
+    """The (class, id) of each table in a DHT segment, which must hold whole tables of at most 256 codes."""
+    found, pos = set(), 0
+    while pos < len(segment):
+        counts = segment[pos + 1 : pos + 17]
+        size = 17 + sum(counts)
+        if len(counts) < 16 or sum(counts) > 256 or pos + size > len(segment) or segment[pos] & 0xEC:
+            raise CorruptData(f"{name} Huffman table segment is malformed: the stream is corrupt")
+        found.add((segment[pos] >> 4, segment[pos] & 0x0F))
+        pos += size
+    return found
+
+
+def _j2k_size(frame: bytes, name: str) -> tuple[int, int, int, int]:
+    """(bit depth, rows, columns, components) from a JPEG 2000 SIZ segment, refusing inconsistent tile geometry."""
+    start = frame.find(b"\xff\x4f\xff\x51")  # SOC + SIZ: at byte 0 of a codestream, inside the jp2c box of JP2
+    siz = start + 2
+    if start < 0 or siz + 43 > len(frame):
+        raise CorruptData(f"{name} stream has no complete SIZ segment: it is corrupt")
+    lsiz, _, x, y, xo, yo, xt, yt, xto, yto, comps = struct.unpack_from(">HHIIIIIIIIH", frame, siz + 2)
+    if lsiz != 38 + 3 * comps or siz + 2 + lsiz > len(frame):
+        raise CorruptData(f"{name} SIZ segment of {lsiz} bytes does not fit {comps} components")
+    if not (xo < x and yo < y and xt and yt and xto <= xo and yto <= yo and xto + xt > xo and yto + yt > yo):
+        raise CorruptData(f"{name} SIZ image and tile offsets are inconsistent: the stream is corrupt")
+    tiles = -(-(x - xto) // xt) * -(-(y - yto) // yt)
+    if tiles > J2K_MAX_TILES:
+        raise CorruptData(f"{name} stream declares {tiles} tiles, more than JPEG 2000 allows ({J2K_MAX_TILES})")
+    depth, xr, yr = frame[siz + 40 : siz + 43]
+    if (xr, yr) != (1, 1):
+        raise CorruptData(f"{name} stream subsamples its component ({xr}x{yr}); a grayscale frame is not subsampled")
+    return (depth & 0x7F) + 1, y - yo, x - xo, comps
+
+
+def _check_rle(frame: bytes, info: FrameInfo) -> None:
+    """An RLE header needs BitsAllocated / 8 segments, the first at byte 64, each inside the frame after the last,
+    each long enough for Rows x Columns bytes (a 2-byte run decodes to at most 128)."""
+    if len(frame) < 64:
+        raise CorruptData(f"RLE frame is {len(frame)} bytes, shorter than its 64-byte header: the data is truncated")
+    segments = struct.unpack_from("<I", frame)[0]
+    if segments != info.bits_allocated // 8:
+        raise CorruptData(f"RLE header has {segments} segments, {info.bits_allocated}-bit grayscale needs "
+                          f"{info.bits_allocated // 8}")
+    offsets = [*struct.unpack_from(f"<{segments}I", frame, 4), len(frame)]
+    if offsets[0] != 64:
+        raise CorruptData(f"RLE header puts its first segment at byte {offsets[0]}, not 64: the header is corrupt")
+    pixels = info.rows * info.columns
+    for i, (start, end) in enumerate(pairwise(offsets)):
+        if start >= len(frame):
+            raise CorruptData(f"RLE segment {i + 1} starts at byte {start} of a {len(frame)}-byte frame: "
+                              "the data is truncated")
+        if end <= start:
+            raise CorruptData(f"RLE segment offsets {offsets[:-1]} do not increase: the header is corrupt")
+        if 64 * (end - start + 1) < pixels:
+            raise CorruptData(f"RLE segment {i + 1} of {end - start} bytes cannot hold {pixels} pixels: "
+                              "the data is truncated")
 
 
 def _gdcm_decode(frame: bytes, info: FrameInfo) -> np.ndarray:
@@ -281,12 +410,10 @@ def _gdcm_decode(frame: bytes, info: FrameInfo) -> np.ndarray:
     return np.frombuffer(buffer.encode("utf-8", "surrogateescape"), dtype=dtype)
 
 
-def _rle_segments_match(frame: bytes, info: FrameInfo) -> None:
-    """The RLE header's segment count must be BitsAllocated / 8 for one grayscale sample."""
-    segments = int(np.frombuffer(frame[:4], "<u4")[0])
-    if segments != info.bits_allocated // 8:
-        raise CorruptData(f"RLE header has {segments} segments, {info.bits_allocated}-bit grayscale needs "
-                          f"{info.bits_allocated // 8}")
+def library_error(err: BaseException) -> bool:
+    """Is `err` what a library raises on bad input? Any Exception, or pyo3's PanicException: a Rust decoder that
+    panics on bad input raises it, and it derives from BaseException, so `except Exception` never sees it."""
+    return isinstance(err, Exception) or type(err).__name__ == "PanicException"
 
 
 def _rle_decode(frame: bytes, info: FrameInfo) -> np.ndarray:
@@ -295,8 +422,10 @@ def _rle_decode(frame: bytes, info: FrameInfo) -> np.ndarray:
         raise MissingDecoder("pylibjpeg-rle is not installed")
     try:
         out = rle.decode_frame(frame, info.rows * info.columns, info.bits_allocated, "<")
-    except ValueError as err:  # pylibjpeg-rle raises when a segment ends early: a truncated stream
-        raise CorruptData(f"RLE data is truncated or corrupt: {err}") from err
+    except BaseException as err:  # ValueError when a segment ends early; a panic when one decodes too long
+        if not library_error(err):
+            raise
+        raise CorruptData(f"RLE data is truncated or corrupt: {type(err).__name__}: {err}") from err
     return np.frombuffer(out, dtype=f"<u{info.bits_allocated // 8}")
 
 
@@ -372,16 +501,17 @@ def decode_stored(ds: Any, element: PixelElement, info: FrameInfo, backend: str)
     spec = decoder_for(info.uid)
     if spec.kind == "native":
         if backend == "pydicom":
-            return _check_shape(ds.pixel_array, info, "pydicom"), "pydicom", []
+            return _check_shape(_pixel_array(ds, spec), info, "pydicom"), "pydicom", []
         return native_pixels(element.data, info, info.uid == _uid.ExplicitVRBigEndian), "numpy", []
     frame = element.frame if element.frame is not None else single_frame(element.data, spec)
-    _check_stream(frame, spec)
-    if spec.kind == "rle":
-        _rle_segments_match(frame, info)
+    gdcm_refusal = _gdcm_refusal(info, check_frame(frame, spec, info))
     if backend == "pydicom":
-        return _pydicom_or_gdcm(ds, frame, info, spec)
+        return _pydicom_or_gdcm(ds, frame, info, spec, gdcm_refusal)
     problems: list[str] = []
     for name in spec.fast:
+        if name == "gdcm" and gdcm_refusal:
+            problems.append(f"gdcm: not tried, it aborts on {gdcm_refusal}")
+            continue
         try:
             arr = _check_shape(_run_fast(name, frame, info), info, name)
             return arr, name, [f"{p}; used {name}" for p in problems]
@@ -389,28 +519,43 @@ def decode_stored(ds: Any, element: PixelElement, info: FrameInfo, backend: str)
             raise
         except DecodeError as err:  # not installed, or a wrong-shaped result: try the next backend
             problems.append(f"{name}: {err}")
-        except Exception as err:  # a decoder library's own error type (e.g. an unsupported JPEG process)
+        except BaseException as err:  # a decoder library's own error type (e.g. an unsupported JPEG process)
+            if not library_error(err):
+                raise
             problems.append(f"{name} failed: {type(err).__name__}: {err}")
     raise DecodeError(f"no decoder could read {spec.name} (needs {spec.package}): " + "; ".join(problems))
 
 
-def _pydicom_or_gdcm(ds: Any, frame: bytes, info: FrameInfo, spec: DecoderSpec) -> tuple[np.ndarray, str, list[str]]:
-    """pydicom's plugins; GDCM only where no pydicom plugin handles the syntax (12-bit JPEG Extended)."""
+def _pydicom_or_gdcm(
+    ds: Any, frame: bytes, info: FrameInfo, spec: DecoderSpec, gdcm_refusal: str | None
+) -> tuple[np.ndarray, str, list[str]]:
+    """pydicom's plugins; GDCM only where no pydicom plugin handles the syntax (12-bit JPEG Extended). Neither
+    pydicom's GDCM plugin nor GDCM itself sees a frame `_gdcm_refusal` names."""
     from pydicom.pixels import get_decoder
 
-    gdcm_only = (info.uid == _uid.JPEGExtended12Bit and info.bits_stored > 8) or not get_decoder(info.uid).is_available
+    plugins = [p for p in get_decoder(info.uid).available_plugins if p != "gdcm" or not gdcm_refusal]
+    gdcm_only = (info.uid == _uid.JPEGExtended12Bit and info.bits_stored > 8) or not plugins
+    if gdcm_only and gdcm_refusal:
+        raise DecodeError(f"{spec.name} with {gdcm_refusal}: only GDCM decodes it on the pydicom path, and it aborts")
     if not gdcm_only:
-        try:
-            return _check_shape(ds.pixel_array, info, "pydicom"), "pydicom", []
-        except DecodeError:
-            raise
-        except Exception as err:  # pydicom's plugins raise RuntimeError/ValueError on bad data
-            raise CorruptData(f"{spec.name} data is truncated or corrupt: pydicom could not decode it: {err}") from err
+        if gdcm_refusal:
+            ds.pixel_array_options(decoding_plugin=plugins[0])
+        return _check_shape(_pixel_array(ds, spec), info, "pydicom"), "pydicom", []
     try:
         arr = _check_shape(_gdcm_decode(frame, info), info, "gdcm")
     except MissingDecoder as err:
         raise DecodeError(f"{spec.name} needs {spec.package} on the pydicom path: {err}") from err
     return arr, "gdcm", [f"no pydicom plugin decodes {spec.name}; used GDCM"]
+
+
+def _pixel_array(ds: Any, spec: DecoderSpec) -> np.ndarray:
+    """pydicom's `pixel_array`; its plugins' errors (RuntimeError, ValueError, a Rust panic) become CorruptData."""
+    try:
+        return ds.pixel_array
+    except BaseException as err:
+        if not library_error(err):
+            raise
+        raise CorruptData(f"{spec.name} data is truncated or corrupt: pydicom could not decode it: {err}") from err
 
 
 def stored_values(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""Identifier pseudonymisation: the one salt rule and the keyed hash of patient, study, image and file ids.
+"""Identifier pseudonymisation: the one salt rule, the keyed hash of patient, study, image and file ids, and paths
+with the patient's folders replaced by that hash.
 
 The DICOM reader, the dataset adapters and `predict` all resolve the salt here, so an index built today and a
-prediction made tomorrow give the same patient the same hash.
+prediction made tomorrow give the same patient the same hash. The salt is env `MAMMOKIT_ID_SALT` when set, else a
+random salt made once per installation and kept in the user's config folder (`installation_salt`): no salt is
+public, so nobody can recompute a hash by trying every patient id.
 """
 
 from __future__ import annotations
@@ -11,34 +14,92 @@ import hashlib
 import hmac
 import logging
 import os
+import re
+import secrets
+import tempfile
+from pathlib import Path, PurePath
 
-__all__ = ["DEFAULT_ID_SALT", "ENV_SALT", "hash_id", "resolve_salt"]
+from mammokit.errors import InvalidInputError
+
+__all__ = ["ENV_CONFIG_DIR", "ENV_SALT", "config_dir", "hash_id", "installation_salt", "resolve_salt",
+           "safe_relpath"]
 
 log = logging.getLogger("mammokit.ids")
 
-DEFAULT_ID_SALT = "mammokit-v1-public-salt"  # not secret: set MAMMOKIT_ID_SALT for real pseudonymisation
 ENV_SALT = "MAMMOKIT_ID_SALT"
+ENV_CONFIG_DIR = "MAMMOKIT_CONFIG_DIR"  # where mammokit keeps its per-installation files (default: the XDG folder)
+SALT_FILE = "id_salt"
+MIN_CONTAINED_ID = 4  # an id this long or longer is replaced wherever it occurs in a folder or file name
 
 
 def resolve_salt(salt: str | None = None) -> str:
-    """The identifier-hash key: `salt` when given, else env `MAMMOKIT_ID_SALT`, else the public default.
-
-    The default is published, so anyone holding a patient id can recompute its hash: using it logs a warning, once
-    per process.
-    """
+    """The identifier-hash key: `salt` when given, else env `MAMMOKIT_ID_SALT`, else this installation's salt."""
     if salt is not None:
         return salt
     env = os.environ.get(ENV_SALT)
     if env:
         return env
-    _warn_default_salt()
-    return DEFAULT_ID_SALT
+    return installation_salt()
+
+
+def config_dir() -> Path:
+    """mammokit's config folder: env `MAMMOKIT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/mammokit`, else
+    `~/.config/mammokit`."""
+    if os.environ.get(ENV_CONFIG_DIR):
+        return Path(os.environ[ENV_CONFIG_DIR]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base).expanduser() / "mammokit"
+
+
+def installation_salt() -> str:
+    """The random salt of this installation (`config_dir() / "id_salt"`), made on first use and reused after.
+
+    It is created atomically, readable by its owner only (0600), and its location (never its value) is logged once
+    per process. Losing it changes every hash this installation makes from then on; copy it, or set
+    `MAMMOKIT_ID_SALT`, to hash alike on several machines.
+    """
+    path = config_dir() / SALT_FILE
+    if not path.exists():
+        _create_salt(path)
+    salt = _read_salt(path)
+    _announce(str(path))
+    return salt
+
+
+def _create_salt(path: Path) -> None:
+    """Write a new random salt to `path` unless another process wrote one first (theirs is then kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{SALT_FILE}.")  # mkstemp makes the file 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and never replaces a salt that exists
+        except FileExistsError:
+            return
+    finally:
+        os.unlink(tmp)
+    log.warning("created this installation's random identifier salt in %s: keep it (hashes depend on it), or set "
+                "%s to a key of your own", path, ENV_SALT)
+
+
+def _read_salt(path: Path) -> str:
+    """The salt kept in `path`; raises when the file is empty or unreadable rather than hashing with another key."""
+    try:
+        salt = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInputError(f"{path}: cannot read mammokit's identifier salt ({err})") from err
+    if len(salt) < 32:
+        raise InvalidInputError(f"{path}: mammokit's identifier salt is empty or too short; restore it, or delete "
+                                "it to start a new one (patients then hash differently than in earlier outputs)")
+    return salt
 
 
 @functools.cache
-def _warn_default_salt() -> None:
-    log.warning("identifiers are hashed with mammokit's public default salt, so anyone holding a patient id can "
-                "match it: set %s to a secret of your own", ENV_SALT)
+def _announce(path: str) -> None:
+    log.info("identifiers are hashed with this installation's salt in %s (set %s to use your own)", path, ENV_SALT)
 
 
 def hash_id(value: str | None, salt: str) -> str | None:
@@ -46,3 +107,37 @@ def hash_id(value: str | None, salt: str) -> str | None:
     if not value:
         return None
     return hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def safe_relpath(relpath: str, patient_id: str | None, salt: str, *others: str | None) -> str:
+    """`relpath` with the patient's folders replaced by the patient's hash, so it can leave the local index.
+
+    A folder naming `patient_id` (or one of `others`, e.g. the AccessionNumber) becomes that id's hash; in the file
+    name only the id itself is replaced, so the files of one folder keep distinct names. An id of
+    `MIN_CONTAINED_ID` characters or more counts wherever it occurs (case-insensitively); a shorter one only as a
+    whole name.
+    """
+    ids = {v: hash_id(v, salt) for v in (patient_id, *others) if v and v.strip()}
+    if not ids:
+        return relpath
+    parts = PurePath(relpath).parts
+    folders = [_folder(p, ids) for p in parts[:-1]]
+    return str(PurePath(*folders, _file_name(parts[-1], ids))) if parts else relpath
+
+
+def _pattern(value: str, file: bool) -> str:
+    """Where `value` names the patient: anywhere when long enough, else the whole folder name or file stem."""
+    if len(value) >= MIN_CONTAINED_ID:
+        return re.escape(value)
+    return rf"^{re.escape(value)}(?=\.[^.]*$|$)" if file else rf"^{re.escape(value)}$"
+
+
+def _folder(name: str, ids: dict[str, str | None]) -> str:
+    hit = next((h for v, h in ids.items() if re.search(_pattern(v, False), name, re.IGNORECASE)), None)
+    return hit or name
+
+
+def _file_name(name: str, ids: dict[str, str | None]) -> str:
+    for value, digest in ids.items():
+        name = re.sub(_pattern(value, True), digest or "", name, flags=re.IGNORECASE)
+    return name

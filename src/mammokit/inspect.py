@@ -1,15 +1,23 @@
-"""`mammokit info`: a table of what the DICOM reader sees, file by file."""
+"""`mammokit info`: a table of what the DICOM reader sees, file by file.
+
+Patients show as their salted hash (`mammokit.ids`), in the `patient` column and in folder names that name them,
+unless the user asks for raw ids (`show_ids=True`, `mammokit info --show-ids`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from functools import partial
+from pathlib import Path, PurePath
 
 from mammokit.dicom import DicomReadError, read_dicom, transfer_syntax_name
+from mammokit.ids import resolve_salt, safe_relpath
+from mammokit.isolate import ItemFailure, isolated_map
 
 COLUMNS = ("file", "vendor", "size", "bits", "photometric", "spacing_mm", "spacing_source", "film", "laterality",
-           "view", "intent", "syntax", "status")
+           "view", "intent", "syntax", "patient", "status")
 REFUSED = "refused: "  # how a refusal's status starts; a readable file's is "ok" or "ok (its warnings)"
+FILE_TIME_LIMIT_S = 300.0  # one file's read and decode; a file still running then has hung the reader
 
 
 def iter_dicom_files(path: str | Path) -> Iterator[Path]:
@@ -23,19 +31,27 @@ def iter_dicom_files(path: str | Path) -> Iterator[Path]:
             yield p
 
 
-def describe_file(path: Path, *, decode: bool = True, root: Path | None = None) -> dict[str, str]:
+def _name(path: Path, root: Path | None) -> str:
+    return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+
+
+def describe_file(path: Path, *, decode: bool = True, root: Path | None = None,
+                  show_ids: bool = False) -> dict[str, str]:
     """One table row for one file; a refusal becomes a row with the reason as its status.
 
-    `film` is "yes" for a scanned film (see `mammokit.dicom.film_signs`), else "no".
+    `film` is "yes" for a scanned film (see `mammokit.dicom.film_signs`), else "no". `patient` and the folders of
+    `file` that name the patient show the salted patient hash, or the raw PatientID and path with `show_ids`.
     """
-    name = str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+    name = _name(path, root)
     row = dict.fromkeys(COLUMNS, "")
     row["file"] = name
     try:
-        img = read_dicom(path, pixels=decode)
+        img = read_dicom(path, pixels=decode, keep_ids=True)
     except DicomReadError as err:
         row["status"] = f"{REFUSED}{err.reason}"
         return row
+    if not show_ids:
+        row["file"] = safe_relpath(name, img.patient_id, resolve_salt(), img.accession_number)
     spacing = img.spacing_mm or img.spacing_raw_mm
     row.update(
         vendor=img.manufacturer or "?",
@@ -50,14 +66,45 @@ def describe_file(path: Path, *, decode: bool = True, root: Path | None = None) 
         view=img.view or "-",
         intent=img.presentation_intent or "-",
         syntax=transfer_syntax_name(img.transfer_syntax) if img.transfer_syntax else "-",
+        patient=(img.patient_id if show_ids else img.patient_hash) or "-",
         status="ok" + (f" ({'; '.join(img.warnings)})" if img.warnings else ""),
     )
     return row
 
 
-def describe_files(paths: list[Path], *, decode: bool = True, root: Path | None = None) -> list[dict[str, str]]:
-    """Rows for many files."""
-    return [describe_file(p, decode=decode, root=root) for p in paths]
+def describe_files(paths: list[Path], *, decode: bool = True, root: Path | None = None, show_ids: bool = False,
+                   time_limit_s: float | None = FILE_TIME_LIMIT_S) -> list[dict[str, str]]:
+    """Rows for many files; a refused file's folders that a readable file's patient names show hashed too.
+
+    Each file is read in a worker process (`mammokit.isolate`): one that crashes the reader (a native decoder's
+    segfault, a panic) or runs past `time_limit_s` becomes a refused row with that reason; the others are still shown.
+    """
+    fn = partial(describe_file, decode=decode, root=root, show_ids=show_ids)
+    outcomes = dict(isolated_map(fn, paths, time_limit_s=time_limit_s))
+    rows = [_failed_row(p, root, outcomes[i].reason) if isinstance(outcomes[i], ItemFailure) else outcomes[i]
+            for i, p in enumerate(paths)]
+    if not show_ids:
+        _hide_refused_folders(rows, [_name(p, root) for p in paths])
+    return rows
+
+
+def _failed_row(path: Path, root: Path | None, reason: str) -> dict[str, str]:
+    """The row of a file whose reading crashed, hung or raised past the reader's own refusals."""
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(file=_name(path, root), status=f"{REFUSED}the reader failed: {reason}")
+    return row
+
+
+def _hide_refused_folders(rows: list[dict[str, str]], names: list[str]) -> None:
+    """Give unread files' folders the hashed names that readable files' rows gave the same folders."""
+    hashed: dict[str, str] = {}
+    for row, name in zip(rows, names, strict=True):
+        hashed.update({raw: safe for raw, safe in zip(PurePath(name).parts[:-1], PurePath(row["file"]).parts[:-1],
+                                                      strict=False) if raw != safe})
+    for row, name in zip(rows, names, strict=True):
+        parts = PurePath(name).parts
+        if hashed and not row["patient"] and len(parts) > 1:  # no header read: no patient of its own
+            row["file"] = str(PurePath(*(hashed.get(p, p) for p in parts[:-1]), parts[-1]))
 
 
 def summary(rows: list[dict[str, str]]) -> str:

@@ -66,7 +66,8 @@ __all__ = ["HEATMAPS", "StudyGroupingError", "StudyPrediction", "group_studies",
 
 HEATMAPS = ("saliency", "gradcam")
 CARD_KEYS = ("run", "seed", "exams", "images", "sites", "vendors", "spacing_mm", "hardware", "precision")
-ID_SALT_NOTE = "ids are salted HMAC-SHA256 hashes (set MAMMOKIT_ID_SALT for your own key)"
+ID_SALT_NOTE = ("ids are HMAC-SHA256 hashes keyed by MAMMOKIT_ID_SALT, else by this installation's random salt "
+                "(see `mammokit.ids`)")
 COARSE_FACTOR = 1.5  # source pixels this many times the model's input spacing (or more) are upsampled: a warning
 FILM_VENDORS = (*FILM_DIGITIZERS, "FILM DIGITIZER")  # a training vendor named so means the model has seen film
 
@@ -477,10 +478,13 @@ def predict_studies(
         run_pipeline(index, store, pre_cfg, workers=workers, progress=False)
         table, failures = _stored_rows(store)
         by_id = index.set_index("image_id")
-        for image_id, path, reason in zip(failures["image_id"], failures["path"], failures["reason"], strict=True):
+        if not table.empty:  # the store holds no raw paths: the originals' come from this (in-memory) index
+            table = table.assign(path=by_id.loc[table["image_id"], "path"].to_numpy())
+        for image_id, reason in zip(failures["image_id"], failures["reason"], strict=True):
             row = by_id.loc[image_id]
-            log.warning("%s (%s): preprocessing failed: %s", row["relpath"], labels[path], reason)
-            study_warnings[row["exam_id"]].append(f"{labels[path]}: preprocessing failed: {_scrub(reason, labels)}")
+            label = labels[row["path"]]
+            log.warning("%s (%s): preprocessing failed: %s", row["relpath"], label, reason)
+            study_warnings[row["exam_id"]].append(f"{label}: preprocessing failed: {_scrub(reason, labels)}")
         predictions = []
         for exam_id, warnings in study_warnings.items():
             rows = table[table["exam_id"] == exam_id] if not table.empty else table

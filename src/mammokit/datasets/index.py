@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +18,8 @@ from mammokit.datasets.public import PUBLIC_ADAPTERS
 from mammokit.datasets.result import IndexResult
 from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.errors import InvalidInputError, MissingInputError
-from mammokit.ids import resolve_salt
+from mammokit.ids import resolve_salt, safe_relpath
+from mammokit.isolate import ItemFailure, isolated_map
 
 SKIP_SUFFIXES = {".csv", ".json", ".png", ".txt", ".md", ".parquet", ".yaml", ".yml", ".jpg", ".jpeg", ".zip", ".gz"}
 LABEL_COLUMNS = ("cancer", "benign", "birads", "density")
@@ -33,13 +34,22 @@ def candidate_files(src: Path) -> list[Path]:
 
 
 def header_row(path: Path, root: Path, salt: str | None = None) -> dict:
-    """One index row from a file's header; raises DicomReadError for files that cannot be used."""
-    img = read_dicom(path, pixels=False, salt=salt)
+    """One index row from a file's header; raises DicomReadError for files that cannot be used.
+
+    `path` and `relpath` are the file's own (the index stays local: only it keeps them); `safe_relpath` is the
+    relative path with the patient's folders replaced by the patient hash (`ids.safe_relpath`), the only path
+    that later steps write out.
+    """
+    salt = resolve_salt(salt)
+    img = read_dicom(path, pixels=False, salt=salt, keep_ids=True)
     spacing = img.spacing_mm
+    rel = str(path.relative_to(root))
+    safe = safe_relpath(rel, img.patient_id, salt, img.accession_number)
     return {
-        "image_id": img.sop_uid or str(path.relative_to(root)),
+        "image_id": img.sop_uid or safe,  # written out downstream: never the raw path
         "path": str(path.resolve()),
-        "relpath": str(path.relative_to(root)),
+        "relpath": rel,
+        "safe_relpath": safe,
         "patient_id": img.patient_hash,
         "exam_id": img.study_hash,
         "study_uid": img.study_uid,
@@ -66,22 +76,35 @@ def header_row(path: Path, root: Path, salt: str | None = None) -> dict:
     }
 
 
-def _scan_chunk(args: tuple[list[str], str, str | None]) -> tuple[list[dict], list[dict]]:
-    paths, root, salt = args
+def _scan_file(path: str, root: str, salt: str | None) -> dict:
+    """{"row": the file's index row} or {"skipped": why it cannot be used}."""
+    try:
+        return {"row": header_row(Path(path), Path(root), salt)}
+    except DicomReadError as err:
+        return {"skipped": err.reason}
+    except Exception as err:  # a header we did not foresee: record it, never stop the scan
+        return {"skipped": f"unexpected error: {type(err).__name__}: {err}"}
+
+
+HEADER_TIME_LIMIT_S = 60.0  # a header read takes milliseconds; one that runs this long is stuck
+
+
+def _scan_files(files: list[str], root: Path, salt: str | None, workers: int,
+                time_limit_s: float | None = HEADER_TIME_LIMIT_S) -> tuple[list[dict], list[dict]]:
+    """(rows, skipped) in file order, the headers read in worker processes (`mammokit.isolate`): a file that
+    crashes or panics the reader, or holds it past `time_limit_s`, is skipped with that reason; the scan goes on."""
+    fn = partial(_scan_file, root=str(root), salt=salt)
+    outcomes = dict(isolated_map(fn, files, workers=max(1, workers), time_limit_s=time_limit_s))
     rows, skipped = [], []
-    for p in paths:
-        try:
-            rows.append(header_row(Path(p), Path(root), salt))
-        except DicomReadError as err:
-            skipped.append({"path": str(p), "reason": err.reason})
-        except Exception as err:  # a header we did not foresee: record it, never stop the scan
-            skipped.append({"path": str(p), "reason": f"unexpected error: {type(err).__name__}: {err}"})
+    for i, path in enumerate(files):
+        out = outcomes[i]
+        if isinstance(out, ItemFailure):
+            skipped.append({"path": path, "reason": f"the reader failed: {out.reason}"})
+        elif "row" in out:
+            rows.append(out["row"])
+        else:
+            skipped.append({"path": path, "reason": out["skipped"]})
     return rows, skipped
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def scan(src: str | Path, *, workers: int = 1, salt: str | None = None) -> IndexResult:
@@ -91,18 +114,8 @@ def scan(src: str | Path, *, workers: int = 1, salt: str | None = None) -> Index
         raise MissingInputError(f"{src}: not a folder")
     t0 = time.perf_counter()
     files = [str(p) for p in candidate_files(src)]
-    salt = resolve_salt(salt)  # once, here: workers get the key itself and never warn about the default again
-    jobs = [(chunk, str(src), salt) for chunk in _chunks(files, 256)]
-    rows: list[dict] = []
-    skipped: list[dict] = []
-    if workers > 1 and len(files) > 256:
-        with ProcessPoolExecutor(workers) as pool:
-            results = list(pool.map(_scan_chunk, jobs))
-    else:
-        results = [_scan_chunk(job) for job in jobs]
-    for r, s in results:
-        rows += r
-        skipped += s
+    salt = resolve_salt(salt)  # once, here: workers get the key itself
+    rows, skipped = _scan_files(files, src, salt, workers)
     images = pd.DataFrame(rows)
     if not images.empty:
         dup = images.duplicated("image_id", keep="first")

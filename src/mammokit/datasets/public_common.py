@@ -20,7 +20,7 @@ import pandas as pd
 
 from mammokit.dicom import VIEW_ALIASES
 from mammokit.errors import InvalidInputError, MissingDependencyError, MissingInputError
-from mammokit.ids import hash_id
+from mammokit.ids import hash_id, safe_relpath
 from mammokit.ids import resolve_salt as resolve_salt  # the adapters' salt rule: the reader's, one place
 
 if TYPE_CHECKING:
@@ -182,12 +182,17 @@ def fill_header(images: pd.DataFrame, side: pd.Series, view: pd.Series, dataset:
 
 
 def set_patients(images: pd.DataFrame, label_ids: pd.Series, salt: str) -> int:
-    """Replace `patient_id` by the salted hash of the label-file patient id where known; returns how many changed."""
+    """Replace `patient_id` by the salted hash of the label-file patient id where known, also where that id names a
+    folder or file in `safe_relpath`; returns how many changed."""
     hashed = label_ids.map(lambda v: hash_patient(v, salt))
     known = hashed.notna()
     old = images["patient_id"] if "patient_id" in images.columns else pd.Series(None, index=images.index)
     changed = int((known & (old.astype(object) != hashed.astype(object))).sum())
     images["patient_id"] = old.astype(object).where(~known, hashed.astype(object))
+    if "safe_relpath" in images.columns:  # a label id that names folders or files is hashed there too
+        images["safe_relpath"] = [safe_relpath(p, str(v).strip(), salt) if k and isinstance(p, str) else p
+                                  for p, v, k in zip(images["safe_relpath"], label_ids.reindex(images.index),
+                                                     known.reindex(images.index, fill_value=False), strict=True)]
     return changed
 
 

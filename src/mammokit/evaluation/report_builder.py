@@ -71,7 +71,9 @@ def _write_overlay(ev: Any, image_id: str, heat: np.ndarray, path: Path) -> None
     """The heatmap mapped back onto the original DICOM pixels through the recorded transforms, as a PNG overlay."""
     from mammokit.data.dataset import placement_for
     from mammokit.dicom import DicomReadError, read_dicom
+    from mammokit.errors import MissingInputError
     from mammokit.evaluation.explain import input_scale, overlay_png, to_dicom_grid
+    from mammokit.preprocess.sources import source_paths
     from mammokit.preprocess.store_schema import row_lesions, row_transform
 
     row = ev.dataset.table.set_index("image_id").loc[image_id]
@@ -85,8 +87,11 @@ def _write_overlay(ev: Any, image_id: str, heat: np.ndarray, path: Path) -> None
         from mammokit.preprocess.geometry import stored_to_original_boxes
 
         lesions = stored_to_original_boxes(np.array([[d["x0"], d["y0"], d["x1"], d["y1"]] for d in stored]), record)
+    source = source_paths(ev.dataset.store).get(str(image_id))  # raw paths live in the index, not the store
     try:
-        overlay_png(read_dicom(row["path"]).pixels, to_dicom_grid(heat, scale, record), path, title=path.stem,
+        if source is None:
+            raise MissingInputError(f"image {image_id}: not in the store's index")
+        overlay_png(read_dicom(source).pixels, to_dicom_grid(heat, scale, record), path, title=path.stem,
                     lesion_boxes=lesions)
     except (DicomReadError, OSError) as err:  # the original moved or is unreadable: the report still renders
         log.warning("could not write the DICOM-grid overlay %s: %s", path, err)

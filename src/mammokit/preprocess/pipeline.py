@@ -17,9 +17,8 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import as_completed as cf_as_completed
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,10 @@ import pandas as pd
 
 from mammokit.config import config_hash
 from mammokit.dicom import FILM_SPACING_MM, DicomReadError, MammoImage, read_dicom
+from mammokit.errors import InvalidInputError
 from mammokit.ids import resolve_salt
-from mammokit.io import atomic_write, atomic_write_text
+from mammokit.io import atomic_write, atomic_write_text, remove_temp_files
+from mammokit.isolate import ItemFailure, isolated_map
 from mammokit.preprocess import (
     BreastMask,
     StatsAggregator,
@@ -51,9 +52,12 @@ from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.mask import _mask_box, block_any, boxes_overlap  # _mask_box: breast_mask's own box rule
 from mammokit.preprocess.orient import Orientation
 from mammokit.preprocess.pectoral import PectoralResult
+from mammokit.preprocess.sources import SOURCE_LINK, link_index
 from mammokit.preprocess.store import FORMATS, write_image, write_mask
+from mammokit.preprocess.store_lock import store_lock
 from mammokit.preprocess.store_schema import CARRIED, StoreRowError, build_row, is_current_record, row_stats
 from mammokit.preprocess.view import laterality_from_content, view_from_content
+from mammokit.reuse import OVERWRITE_HINT, config_changes, remove_entries, summarize
 
 log = logging.getLogger(__name__)
 CARRY_COLUMNS = CARRIED  # the index columns a store row keeps (declared in store_schema)
@@ -237,16 +241,17 @@ def _json_default(value: Any) -> Any:
 def _safe_process(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str,
                   salt: str | None = None) -> dict[str, Any]:
     """`process_image` that raises only for a row breaking the store schema (a bug): any other failure comes back
-    as {"_failed": reason}."""
+    as {"_failed": reason, "image_id", "safe_relpath"}, the file's raw path cut out of the reason."""
     try:
         return process_image(row, store, cfg_dict, cfg_hash, salt)
     except StoreRowError:
         raise
     except DicomReadError as err:
-        return {"_failed": err.reason, "image_id": row.get("image_id"), "path": row.get("path")}
+        reason = err.reason
     except Exception as err:  # any other problem with one image must not stop the batch
         log.debug("preprocess failure on %s\n%s", row.get("path"), traceback.format_exc())
-        return {"_failed": f"{type(err).__name__}: {err}", "image_id": row.get("image_id"), "path": row.get("path")}
+        reason = f"{type(err).__name__}: {err}"
+    return _failure(row, reason)
 
 
 def load_done(store: Path, image_id: str, cfg_hash: str) -> dict[str, Any] | None:
@@ -261,16 +266,88 @@ def load_done(store: Path, image_id: str, cfg_hash: str) -> dict[str, Any] | Non
     return rec if is_current_record(rec) and rec.get("config_hash") == cfg_hash else None
 
 
-def _futures(workers: int, scheduler: str | None) -> tuple[Any, Callable[..., Iterator[Any]], Callable[[], None]]:
-    """(executor with .submit, as_completed, close): a process pool, or a Dask client with the same futures API."""
-    if scheduler:
-        from distributed import Client
-        from distributed import as_completed as dask_as_completed
+def _failure(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    """A failure row for failures.csv: the image's ids and the reason, the raw path (it may name the patient)
+    replaced by `<file>`."""
+    path = row.get("path")
+    return {"_failed": reason.replace(str(path), "<file>") if path else reason, "image_id": row.get("image_id"),
+            "safe_relpath": row.get("safe_relpath")}
 
-        client = Client(scheduler)
-        return client, dask_as_completed, client.close
-    pool = ProcessPoolExecutor(max_workers=max(1, workers))
-    return pool, cf_as_completed, lambda: pool.shutdown(wait=True, cancel_futures=True)
+
+def _run_local(todo: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]], workers: int,
+               time_limit_s: float | None) -> Iterator[dict[str, Any]]:
+    """Each row in a worker process (at least one, even serially): an image whose decoder crashes the process, hangs
+    past `time_limit_s` or panics costs that image (a failure row); the worker is replaced and the rest go on."""
+    for i, out in isolated_map(fn, todo, workers=max(1, workers), time_limit_s=time_limit_s):
+        if isinstance(out, ItemFailure):
+            if isinstance(out.error, StoreRowError):  # a bug, not a bad image: stop
+                raise out.error
+            out = _failure(todo[i], out.reason)
+        yield out
+
+
+def _run_dask(todo: list[dict[str, Any]], fn: Callable[[dict[str, Any]], dict[str, Any]],
+              scheduler: str) -> Iterator[dict[str, Any]]:
+    """Each row as a task on a Dask cluster; a task that errs, or whose workers the cluster lost (KilledWorker), is a
+    failure row."""
+    from distributed import Client, as_completed
+
+    client = Client(scheduler)
+    try:
+        futures = {client.submit(fn, r): r for r in todo}
+        for fut in as_completed(futures):
+            try:
+                out = fut.result()
+            except (StoreRowError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as err:  # a PanicException (a BaseException) from the task included
+                out = _failure(futures[fut], f"{type(err).__name__}: {err}")
+            yield out
+    finally:
+        client.close()
+
+
+# how long one image may take before its worker is killed and the image failed (real mammograms take seconds)
+FILE_TIME_LIMIT_S = 600.0
+# everything a run writes into a store; `overwrite` removes these (records first: an image without one is not done)
+STORE_ENTRIES = ("records", "images", "global", "masks", "preprocessed.parquet", "view_stats.json", "failures.csv",
+                 "summary.json", SOURCE_LINK, "preprocess_config.json")
+
+
+def _store_conflict(store: Path, cfg: PreprocessConfig, cfg_hash: str, rows: list[dict[str, Any]]) -> str | None:
+    """Why `store` cannot be resumed with this config and index (made with another config; holding images the
+    index lacks, which the new table would orphan), or None."""
+    try:
+        saved = json.loads((store / "preprocess_config.json").read_text())
+    except (OSError, ValueError):
+        saved = None
+    if saved is not None and saved.get("config_hash") != cfg_hash:
+        changes = config_changes(saved.get("config") or {}, json.loads(json.dumps(cfg.model_dump(mode="json"))))
+        what = summarize(changes) if changes else f"config hash {saved.get('config_hash')} → {cfg_hash}"
+        return f"{store} was preprocessed with another config ({what})"
+    wanted = {file_stem(str(r["image_id"])) for r in rows}
+    records = store / "records"
+    foreign = sorted(p.stem for p in records.glob("*.json") if not p.name.startswith(".") and p.stem not in wanted)
+    if foreign:
+        return (f"{store} holds {len(foreign)} images that are not in this index (e.g. {', '.join(foreign[:3])}): "
+                "it was made from another index")
+    return None
+
+
+def _prepare_store(store: Path, cfg: PreprocessConfig, cfg_hash: str, rows: list[dict[str, Any]], *,
+                   overwrite: bool) -> None:
+    """Under the store's lock: remove what killed writes left, refuse a store of another config or index (with
+    `overwrite`, empty the store whatever it holds), and record the config."""
+    if remove_temp_files(store):
+        log.info("%s: removed temporary files that interrupted writes left", store)
+    conflict = _store_conflict(store, cfg, cfg_hash, rows)
+    if conflict and not overwrite:
+        raise InvalidInputError(f"{conflict}; {OVERWRITE_HINT}")
+    if overwrite and any((store / name).exists() for name in STORE_ENTRIES):
+        log.warning("%s: replacing the whole store (overwrite)%s", store, f": {conflict}" if conflict else "")
+        remove_entries(store, STORE_ENTRIES)
+    atomic_write_text(store / "preprocess_config.json",
+                      json.dumps({"config": cfg.model_dump(), "config_hash": cfg_hash}))
 
 
 def run_pipeline(
@@ -281,42 +358,52 @@ def run_pipeline(
     workers: int = 1,
     scheduler: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
+    time_limit_s: float | None = FILE_TIME_LIMIT_S,
 ) -> dict[str, Any]:
-    """Preprocess every row of `index` into `store`; writes preprocessed.parquet, view_stats.json, failures.csv."""
-    from tqdm import tqdm
+    """Preprocess every row of `index` into `store`; writes preprocessed.parquet, view_stats.json, failures.csv.
 
+    One run writes a store at a time (`store_lock`: a second is refused). A store made with another config, or
+    holding images of another index, is refused unless `overwrite`, which replaces the store whole. Locally every
+    image is read in a worker process (`workers` of them, one when serial), so an image whose decoder crashes or
+    runs past `time_limit_s` (None: no limit) fails alone; with `scheduler`, Dask runs the images.
+    """
     cfg = cfg or PreprocessConfig()
     store = Path(store)
-    store.mkdir(parents=True, exist_ok=True)
     table = pd.read_parquet(index) if not isinstance(index, pd.DataFrame) else index
     h = config_hash(cfg)
-    atomic_write_text(store / "preprocess_config.json", json.dumps({"config": cfg.model_dump(), "config_hash": h}))
     rows = [{k: (None if _is_missing(v) else v) for k, v in r.items()} for r in table.to_dict("records")]
+    with store_lock(store, "preprocess") as holder:
+        if "took_over" in holder:
+            log.warning("%s: took over the lock of a run that is gone (%s)", store, holder["took_over"])
+        _prepare_store(store, cfg, h, rows, overwrite=overwrite)
+        link_index(store, index)
+        return _preprocess_rows(rows, store, cfg, h, workers=workers, scheduler=scheduler, progress=progress,
+                                time_limit_s=time_limit_s)
+
+
+def _preprocess_rows(rows: list[dict[str, Any]], store: Path, cfg: PreprocessConfig, h: str, *, workers: int,
+                     scheduler: str | None, progress: bool, time_limit_s: float | None) -> dict[str, Any]:
+    """Process the rows not done yet (resume), then write the store's tables and summary."""
+    from tqdm import tqdm
+
     records, failures, todo = [], [], []
     for r in rows:
         done = load_done(store, str(r["image_id"]), h)
         (records.append(done) if done else todo.append(r))
-    salt = resolve_salt() if todo else None  # once, in this process: workers get the key and never warn again
+    salt = resolve_salt() if todo else None  # once, in this process: workers get the key itself
+    fn = partial(_safe_process, store=str(store), cfg_dict=cfg.model_dump(), cfg_hash=h, salt=salt)
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, desc="preprocess")
     results: list[dict[str, Any]] = []
-    if todo and workers <= 1 and not scheduler:
-        for r in todo:
-            results.append(_safe_process(r, str(store), cfg.model_dump(), h, salt))
-            bar.update(1)
-    elif todo:
-        executor, as_completed, close = _futures(workers, scheduler)
-        try:
-            futures = [executor.submit(_safe_process, r, str(store), cfg.model_dump(), h, salt) for r in todo]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                bar.update(1)
-        finally:
-            close()
+    outcomes = _run_dask(todo, fn, scheduler) if scheduler else _run_local(todo, fn, workers, time_limit_s)
+    for res in outcomes if todo else ():
+        results.append(res)
+        bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
     for res in results:
-        (failures.append({"image_id": res["image_id"], "path": res["path"], "reason": res["_failed"]})
+        (failures.append({"image_id": res["image_id"], "safe_relpath": res["safe_relpath"], "reason": res["_failed"]})
          if "_failed" in res else records.append(res))
     return _write_outputs(store, records, failures, {
         "images": len(rows), "processed": len(results) - len(failures), "skipped_done": len(rows) - len(todo),
@@ -340,7 +427,7 @@ def _write_outputs(store: Path, records: list[dict], failures: list[dict], summa
         agg.add(rec.get("view"), row_stats(rec))
     groups = {g: s.to_dict() for g, s in agg.result().items()}
     atomic_write_text(store / "view_stats.json", json.dumps(groups, indent=1, default=_json_default))
-    fail_df = pd.DataFrame(failures, columns=["image_id", "path", "reason"])
+    fail_df = pd.DataFrame(failures, columns=["image_id", "safe_relpath", "reason"])
     atomic_write(store / "failures.csv", lambda tmp: fail_df.to_csv(tmp, index=False))
     atomic_write_text(store / "summary.json", json.dumps(summary, indent=1))
     return summary

@@ -40,6 +40,7 @@ from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.io import atomic_write_text
 from mammokit.preprocess.geometry import stored_to_original_heatmap
 from mammokit.preprocess.show import GREEN, draw_original, draw_stored, fit_height, to_rgb
+from mammokit.preprocess.sources import with_sources
 from mammokit.preprocess.store import read_mask
 from mammokit.preprocess.store_schema import row_transform
 
@@ -268,7 +269,7 @@ def write_qc_page(store: str | Path, out: str | Path, top: int = 50, thumb_heigh
     if not (store / "preprocessed.parquet").is_file():
         raise FileNotFoundError(f"{store}: no preprocessed.parquet (is this a store from `mammokit preprocess`?)")
     table = pd.read_parquet(store / "preprocessed.parquet")
-    table = table.reset_index(drop=True)
+    table = with_sources(table, store).reset_index(drop=True)  # originals' paths from the store's index, in memory
     parts = contributions(table)
     scores = parts.sum(axis=1).round(3)
     reasons = reason_lists(table, parts)
@@ -353,7 +354,7 @@ def _read_original(row: pd.Series) -> tuple[np.ndarray | None, str]:
     """The original pixels, or None and why not (without the file's path)."""
     path = row.get("path")
     if not isinstance(path, str) or not path:
-        return None, "no source path recorded"
+        return None, "not in the store's index (source_index.json names none, or it moved)"
     if not Path(path).is_file():
         return None, "source file not found"
     try:

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from mammokit.dicom import read_dicom
-from mammokit.errors import InvalidInputError
+from mammokit.errors import InvalidInputError, MissingInputError
 from mammokit.io import atomic_write
+from mammokit.preprocess.sources import SOURCE_LINK, with_sources
 from mammokit.preprocess.store import read_image, read_mask
 from mammokit.preprocess.store_schema import row_lesions, row_pectoral_line, row_transform
 
@@ -46,7 +47,10 @@ def render_show(store: str | Path, image_id: str, height: int = 720) -> np.ndarr
     rows = table[table["image_id"].astype(str) == str(image_id)]
     if rows.empty:
         raise InvalidInputError(f"{store}: no image {image_id!r} in preprocessed.parquet")
-    row = rows.iloc[0]
+    row = with_sources(rows, store).iloc[0]
+    if not isinstance(row["path"], str):
+        raise MissingInputError(f"{store}: the original of {image_id!r} is not in the store's index "
+                                f"({SOURCE_LINK} names none, or the index moved)")
     right = draw_stored(store, row, height)
     left = draw_original(read_dicom(row["path"]).pixels, row, height)
     gap = np.full((height, 12, 3), 255, np.uint8)

@@ -36,7 +36,7 @@ from mammokit.preprocess.geometry import TransformRecord
 from mammokit.preprocess.patches import PatchIndex
 from mammokit.preprocess.stats import PERCENTILES, IntensityStats, percentile_key
 
-ROW_SCHEMA = "mammokit-store-row/1"
+ROW_SCHEMA = "mammokit-store-row/2"  # /2: no raw `path`, a `safe_relpath` instead
 REBUILD = ("re-run `mammokit preprocess` to rebuild it, into a fresh store or into this one "
            "(records of an older schema are redone)")
 
@@ -150,7 +150,8 @@ COLUMNS: tuple[Column, ...] = (
     _carried("exam_id", "str", "salted hash of the study (one exam)"),
     _carried("study_uid", "str", "Study Instance UID"),
     _carried("sop_uid", "str", "SOP Instance UID"),
-    _carried("path", "str", "absolute path of the original DICOM", required=True),
+    _carried("safe_relpath", "str", "the original's path under the dataset root, patient-named folders replaced by "
+             "the patient hash (raw paths stay in the index: `preprocess.sources`)"),
     Column("laterality", "str", "L or R: the index's, else the header's, else read from the image", nullable=True,
            carried=True),
     Column("view", "str", "view code (CC, MLO, ...): the index's, else the header's, else read from the image",

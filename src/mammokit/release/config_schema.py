@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mammokit.config import field_errors, one_line
 from mammokit.errors import InvalidInputError
 from mammokit.io import atomic_write_text
 from mammokit.release.calibration import Calibrator
@@ -151,17 +152,6 @@ class ReleaseConfig(_Section):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-def _field_errors(err: ValidationError) -> str:
-    """The first few problems of a validation error as "field: problem" (field dotted, e.g. input.level)."""
-    wording = {"missing": "missing", "extra_forbidden": "unknown key"}
-    parts = []
-    for e in err.errors()[:3]:
-        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        parts.append(f"{field}: {wording.get(e['type'], e['msg'])}")
-    more = f" (and {err.error_count() - 3} more)" if err.error_count() > 3 else ""
-    return "; ".join(parts) + more
-
-
 def validate_config(data: Any, path: str | Path) -> ReleaseConfig:
     """`data` as a `ReleaseConfig`.
 
@@ -181,7 +171,7 @@ def validate_config(data: Any, path: str | Path) -> ReleaseConfig:
     try:
         return ReleaseConfig.model_validate(data)
     except ValidationError as err:
-        raise InvalidInputError(f"{path}: invalid {FORMAT} config, {_field_errors(err)}") from err
+        raise InvalidInputError(f"{path}: invalid {FORMAT} config, {field_errors(err)}") from err
 
 
 def read_config(path: str | Path) -> ReleaseConfig:
@@ -189,7 +179,7 @@ def read_config(path: str | Path) -> ReleaseConfig:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidInputError(f"{path}: not a readable JSON file ({err})") from err
+        raise InvalidInputError(f"{path}: not a readable JSON file ({one_line(str(err))})") from err
     return validate_config(data, path)
 
 

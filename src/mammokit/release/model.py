@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -74,20 +76,54 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def load_released(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a released model in eval mode; returns (model, config as a dict, checked against the schema)."""
+    """Rebuild a released model in eval mode; returns (model, config as a dict, checked against the schema).
+
+    Raises:
+        MissingInputError: no config.json or no model.safetensors in `path`.
+        InvalidInputError: naming the file: a config.json that breaks the schema or describes no buildable model,
+            a model.safetensors that is not a safetensors file (truncated, another format), or weights of another
+            architecture than the config's.
+    """
     path = Path(path)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise MissingInputError(f"{path}: no config.json (is this a released model folder?)")
     config = read_config(cfg_path).to_dict()
-    model = build_model(config["model"])
-    state = load_file(str(path / "model.safetensors"), device=map_location)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise InvalidInputError(f"{path}: weights do not match the architecture (missing {missing[:5]}, "
-                                f"unexpected {unexpected[:5]})")
+    try:
+        model = build_model(config["model"])
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{cfg_path}: its model section describes no model mammokit can build: {err}") from err
+    state = _read_weights(path / "model.safetensors", map_location)
+    mismatch = _weight_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise InvalidInputError(f"{path / 'model.safetensors'}: weights of another architecture than config.json's "
+                                f"model ({mismatch})")
+    model.load_state_dict(state)
     model.eval()
     return model, config
+
+
+def _read_weights(weights: Path, map_location: str) -> dict[str, torch.Tensor]:
+    """The tensors of a model.safetensors; a missing, truncated or foreign file is the user's to fix."""
+    if not weights.is_file():
+        raise MissingInputError(f"{weights}: not found (a released model keeps its weights beside config.json)")
+    try:
+        return load_file(str(weights), device=map_location)
+    except SafetensorError as err:
+        raise InvalidInputError(f"{weights}: not a readable safetensors file, truncated or of another format "
+                                f"({err})") from err
+
+
+def _weight_mismatch(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """How `given` weights differ from a model's own state ("" when they fit): missing, unexpected, reshaped keys."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    reshaped = [f"{k} {list(given[k].shape)} vs {list(own[k].shape)}" for k in own
+                if k in given and given[k].shape != own[k].shape]
+    parts = [f"{len(keys)} {what}, e.g. {', '.join(keys[:2])}"
+             for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+             if keys]
+    return "; ".join(parts)
 
 
 def set_calibration(path: str | Path, calibration: dict[str, Any], *, temperature: float, source: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from mammokit.config import StrictModel
 
@@ -16,15 +16,17 @@ class DataConfig(StrictModel):
 
     store: str = "demo/store"
     level: Literal["exam", "breast", "view"] = "exam"  # view: single-view models (global_only, gmic)
-    input_size: tuple[int, int] = (256, 160)  # global input (H, W) per view, canonical frame
-    full_scale: int = 4  # the local pathway's view is input_size × full_scale (0 = no separate full view)
+    input_size: tuple[PositiveInt, PositiveInt] = (256, 160)  # global input (H, W) per view, canonical frame
+    full_scale: int = Field(4, ge=0)  # the local pathway's view is input_size × full_scale (0 = no separate full view)
     normalization: Literal["image", "view_group"] = "image"
     train_split: str = "train"
     val_split: str = "val"
-    batch_size: int = 4
-    num_workers: int = 0
-    positive_ratio: float = 0.5  # fraction of positive cases per epoch at the start (case-level sampling)
-    positive_ratio_end: float | None = None  # linearly scheduled to this by the last epoch (None: constant)
+    batch_size: int = Field(4, ge=1)
+    num_workers: int = Field(0, ge=0)
+    # fraction of positive cases per epoch at the start (case-level sampling), linearly scheduled to
+    # positive_ratio_end by the last epoch (None: constant)
+    positive_ratio: float = Field(0.5, ge=0, le=1)
+    positive_ratio_end: float | None = Field(None, ge=0, le=1)
     augment: dict[str, Any] = Field(default_factory=dict)  # passed to mammokit.data.augment.build_augment
     mixup: float = Field(0.0, ge=0.0)  # MixUp's Beta(α, α) parameter for training batches (0 = off)
     cutmix: float = Field(0.0, ge=0.0)  # CutMix's Beta(α, α) parameter (0 = off); with both on, each batch picks one
@@ -49,30 +51,30 @@ class LossConfig(StrictModel):
     """Keyword arguments of `MammoLoss`, and the optional lesion-box saliency supervision weight."""
 
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    box_saliency: float = 0.0  # > 0: saliency maps also learn "look here" from annotated lesion boxes
+    box_saliency: float = Field(0.0, ge=0)  # > 0: saliency maps also learn "look here" from annotated lesion boxes
 
 
 class OptimConfig(StrictModel):
     """AdamW, warmup + cosine, clipping, accumulation, EMA."""
 
-    lr: float = 1e-3
-    backbone_lr: float | None = None
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.1
-    grad_clip: float | None = 1.0
-    accumulate: int = 1
-    ema_decay: float | None = None
+    lr: float = Field(1e-3, gt=0)
+    backbone_lr: float | None = Field(None, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, le=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    accumulate: int = Field(1, ge=1)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
 
 class StageConfig(StrictModel):
     """One curriculum stage: which parts train, for how long, at what learning rate."""
 
     name: str
-    epochs: int = 1
+    epochs: int = Field(1, ge=0)
     train: list[str] = Field(default_factory=lambda: ["all"])  # parameter-name prefixes to train ("all" = all)
     freeze: list[str] = Field(default_factory=list)  # prefixes frozen even if matched by `train`
-    lr: float | None = None  # overrides optim.lr for this stage
-    backbone_lr: float | None = None
+    lr: float | None = Field(None, gt=0)  # overrides optim.lr for this stage
+    backbone_lr: float | None = Field(None, gt=0)
     loss: dict[str, Any] = Field(default_factory=dict)  # loss overrides for this stage (e.g. aux weights)
 
     @model_validator(mode="before")
@@ -92,15 +94,15 @@ class TrainerConfig(StrictModel):
 
     accelerator: str = "auto"
     devices: int | str = 1
-    num_nodes: int = 1
+    num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
     precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, 16-mixed on older GPUs, 32-true on CPU
     monitor: str = "val/exam_auc"
     monitor_mode: Literal["max", "min"] = "max"
-    log_every_n_steps: int = 10
-    max_steps_per_epoch: int | None = None  # cap on batches per epoch (quick runs)
-    max_steps: int = -1  # stop after this many optimiser steps in a stage (-1 = no cap)
-    checkpoint_every_n_steps: int | None = None  # also checkpoint mid-epoch (resume after a kill)
+    log_every_n_steps: int = Field(10, ge=1)
+    max_steps_per_epoch: int | None = Field(None, ge=1)  # cap on batches per epoch (quick runs)
+    max_steps: int = Field(-1, ge=-1)  # stop after this many optimiser steps in a stage (-1 = no cap)
+    checkpoint_every_n_steps: int | None = Field(None, ge=1)  # also checkpoint mid-epoch (resume after a kill)
     progress_bar: bool = True
     deterministic: bool = True
 
@@ -115,7 +117,7 @@ class TrainConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="all", epochs=2)])
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig(name="all", epochs=2)], min_length=1)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
+import yaml
 from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -28,10 +30,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from mammokit.config import dump_config
 from mammokit.data.splits import patient_kfold
 from mammokit.errors import InvalidInputError
-from mammokit.io import atomic_write, atomic_write_text
+from mammokit.io import atomic_write, atomic_write_text, remove_temp_files
 from mammokit.models import EnsembleModel
 from mammokit.release.model import architecture, is_weight_source, load_released, save_released
 from mammokit.release.store_table import load_store_table
+from mammokit.reuse import OVERWRITE_HINT, config_changes, summarize
 from mammokit.training.config import StageConfig, TrainConfig
 from mammokit.training.datamodule import MammoDataModule, with_splits
 from mammokit.training.module import MammoModule, check_prefixes
@@ -282,15 +285,41 @@ def release_config(cfg: TrainConfig, table: pd.DataFrame, history: dict[str, Any
     }
 
 
-def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: list[Any] | None = None) -> Path:
+# keys that name the run folder itself, or change how a run is watched and not what it computes: a resume may differ
+RESUME_FREE_KEYS = ("name", "runs_dir", "trainer.progress_bar", "data.num_workers")
+
+
+def prepare_run_folder(cfg: TrainConfig, run_dir: Path, *, overwrite: bool = False) -> None:
+    """Make `run_dir` ready for `cfg`: a run of the same config is resumed; one of another config is refused (its
+    finished stages would be reused under the new settings), or with `overwrite` removed whole. Temporary files of
+    killed writes are removed. Under DDP only rank 0 changes the folder."""
+    saved = run_dir / "config.yaml"
+    rank0 = rank_zero_only.rank == 0
+    if saved.is_file() and overwrite and rank0:
+        log.warning("%s: replacing the existing run (overwrite)", run_dir)
+        shutil.rmtree(run_dir)
+    elif saved.is_file() and not overwrite:
+        changes = config_changes(yaml.safe_load(saved.read_text()) or {}, cfg.model_dump(mode="json"),
+                                 ignore=RESUME_FREE_KEYS)
+        if changes:
+            raise InvalidInputError(f"{run_dir} holds a run of another config ({summarize(changes)}); "
+                                    f"{OVERWRITE_HINT}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank0:
+        remove_temp_files(run_dir)
+
+
+def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: list[Any] | None = None,
+          overwrite: bool = False) -> Path:
     """Train one model as configured; returns the run folder (with the released model in `model/`).
 
     `table` (rows of preprocessed.parquet with a `split` column) replaces the store's table, e.g. for one fold;
-    `callbacks` are extra Lightning callbacks for every stage.
+    `callbacks` are extra Lightning callbacks for every stage. An existing run folder is resumed when it holds a
+    run of the same config, refused when another, and replaced whole with `overwrite` (`prepare_run_folder`).
     """
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.runs_dir) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_folder(cfg, run_dir, overwrite=overwrite)
     dump_config(cfg, run_dir / "config.yaml")
     table = with_splits(load_store_table(cfg.data.store) if table is None else table, seed=cfg.seed)
     splits = table[["exam_id", "patient_id", "split"]].drop_duplicates("exam_id")
@@ -322,8 +351,11 @@ def fold_tables(cfg: TrainConfig, folds: int) -> list[pd.DataFrame]:
     return out
 
 
-def train_ensemble(cfg: TrainConfig, *, seeds: list[int] | None = None, folds: int | None = None) -> Path:
-    """Train members over seeds or patient-level folds; release their logit average as one model in NAME/model."""
+def train_ensemble(cfg: TrainConfig, *, seeds: list[int] | None = None, folds: int | None = None,
+                   overwrite: bool = False) -> Path:
+    """Train members over seeds or patient-level folds; release their logit average as one model in NAME/model.
+
+    Each member's folder is resumed, refused or (with `overwrite`) replaced as `train` does."""
     base = Path(cfg.runs_dir) / cfg.name
     if folds:
         jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/fold-{k}"}), t)
@@ -331,7 +363,7 @@ def train_ensemble(cfg: TrainConfig, *, seeds: list[int] | None = None, folds: i
     else:
         jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/seed-{s}", "seed": s}), None)
                 for s in (seeds or [cfg.seed])]
-    run_dirs = [train(member, table) for member, table in jobs]
+    run_dirs = [train(member, table, overwrite=overwrite) for member, table in jobs]
     loaded = [load_released(d / "model") for d in run_dirs]
     ensemble = EnsembleModel([m for m, _ in loaded])
     config = {k: v for k, v in loaded[0][1].items() if k not in ("format", "temperature", "mammokit_version")}
