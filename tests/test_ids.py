@@ -103,7 +103,8 @@ def test_the_salt_lives_in_the_xdg_config_folder_by_default(tmp_path: Path, monk
 def test_the_public_default_salt_is_gone(fresh_install: Path) -> None:
     """The old public salt let anyone recompute a patient's hash by trying every id; nothing falls back to it."""
     assert not hasattr(ids, "DEFAULT_ID_SALT")
-    assert "mammokit-v1-public-salt" not in "".join(p.read_text() for p in SRC.rglob("*.py"))
+    # only the demo names it, for its synthetic patients (a fixed split on every machine), and only while it runs
+    assert [p.name for p in SRC.rglob("*.py") if "mammokit-v1-public-salt" in p.read_text()] == ["demo.py"]
     public = hash_id("PID98765", "mammokit-v1-public-salt")
     assert hash_id("PID98765", resolve_salt()) != public
 

@@ -7,16 +7,14 @@ evaluate on the test set and the external site → report.html.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from mammokit.config import load_config
 from mammokit.errors import InvalidInputError
-from mammokit.ids import ENV_SALT
+from mammokit.ids import default_salt
 
 CONFIGS = Path(__file__).parent / "configs"
 DEMO_CONFIG = CONFIGS / "train_demo.yaml"
@@ -70,21 +68,8 @@ def run_demo(out: str | Path, *, exams: int = 400, test_exams: int = 300, extern
     The held-out test set is large on purpose: with 300 exams the AUC's 95% CI is about ±0.04 wide and a perfectly
     calibrated model would measure an ECE of about 0.04 (with 60 exams: ±0.1 and 0.1), so the numbers mean something.
     """
-    with _demo_salt():
+    with default_salt(DEMO_ID_SALT):
         return _run_demo(out, exams=exams, test_exams=test_exams, external_exams=external_exams, seed=seed, echo=echo)
-
-
-@contextlib.contextmanager
-def _demo_salt() -> Iterator[None]:
-    """`DEMO_ID_SALT` for this process and its workers while the demo runs (unless `MAMMOKIT_ID_SALT` is set)."""
-    if os.environ.get(ENV_SALT):
-        yield
-        return
-    os.environ[ENV_SALT] = DEMO_ID_SALT
-    try:
-        yield
-    finally:
-        os.environ.pop(ENV_SALT, None)
 
 
 def _run_demo(out: str | Path, *, exams: int, test_exams: int, external_exams: int, seed: int,

@@ -9,6 +9,7 @@ public, so nobody can recompute a hash by trying every patient id.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -17,11 +18,12 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path, PurePath
 
 from mammokit.errors import InvalidInputError
 
-__all__ = ["ENV_CONFIG_DIR", "ENV_SALT", "config_dir", "hash_id", "installation_salt", "resolve_salt",
+__all__ = ["ENV_CONFIG_DIR", "ENV_SALT", "config_dir", "default_salt", "hash_id", "installation_salt", "resolve_salt",
            "safe_relpath"]
 
 log = logging.getLogger("mammokit.ids")
@@ -141,3 +143,17 @@ def _file_name(name: str, ids: dict[str, str | None]) -> str:
     for value, digest in ids.items():
         name = re.sub(_pattern(value, True), digest or "", name, flags=re.IGNORECASE)
     return name
+
+
+@contextlib.contextmanager
+def default_salt(salt: str) -> Iterator[None]:
+    """Hash with `salt` in this process and the workers it starts while the block runs, unless `MAMMOKIT_ID_SALT`
+    is set (then that wins). For synthetic data whose split must not depend on the installation (the demo)."""
+    if os.environ.get(ENV_SALT):
+        yield
+        return
+    os.environ[ENV_SALT] = salt
+    try:
+        yield
+    finally:
+        os.environ.pop(ENV_SALT, None)
