@@ -22,7 +22,7 @@ def current_umask() -> int:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
-    except OSError:
+    except OSError:  # no /proc (not Linux): fall through to the portable read below
         pass
     mask = os.umask(0o022)  # elsewhere: read by setting; a thread creating a file just now would see 022
     os.umask(mask)
