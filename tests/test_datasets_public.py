@@ -39,8 +39,10 @@ def by_file(images: pd.DataFrame) -> dict[str, dict]:
 
 
 def assert_no_raw(images: pd.DataFrame, raw: list[str]) -> None:
-    """No cell outside the file location columns contains a raw patient id or name."""
-    text = [str(v) for v in images.drop(columns=["path", "relpath"]).to_numpy().ravel()]
+    """No cell outside the columns only the local index keeps (file locations, raw UIDs) contains a raw patient id or
+    name. (The test's generated UIDs are long random numbers: one could contain a short patient id by chance.)"""
+    local = ["path", "relpath", "study_uid", "series_uid", "sop_uid"]
+    text = [str(v) for v in images.drop(columns=[c for c in local if c in images.columns]).to_numpy().ravel()]
     for value in raw:
         assert not any(value in cell for cell in text), value
 
@@ -79,6 +81,8 @@ def test_rsna(tmp_path: Path) -> None:
     assert (report["labelled"], report["unlabelled"], report["label_rows_without_image"]) == (3, 1, 1)
     assert report["patient_id_replaced"] == 0  # the label id hashes exactly like the header's PatientID
     assert report["raised_to_breast_level"] >= 1
+    assert rows["113.dcm"]["difficult_negative_case"] == 1 and rows["111.dcm"]["difficult_negative_case"] == 0
+    assert rows["111.dcm"]["age"] == 61 and np.isnan(rows["211.dcm"]["difficult_negative_case"])
     assert_no_raw(images, ["10006", "20007", "Doe^Jane", "PAT-0001"])
 
 
@@ -86,28 +90,39 @@ def test_vindr(tmp_path: Path) -> None:
     dcm(tmp_path / "images" / "s1" / "a1.dicom", study="s1", ImageLaterality="L", ViewPosition="CC")
     dcm(tmp_path / "images" / "s1" / "a2.dicom", study="s1", ImageLaterality="R", ViewPosition="CC")
     dcm(tmp_path / "images" / "s2" / "b1.dicom", study="s2")
-    common = {"study_id": ["s1", "s1"], "series_id": ["x", "x"], "image_id": ["a1", "a2"], "laterality": ["L", "R"],
-              "view_position": ["CC", "CC"], "height": [2 * ROWS, ROWS], "width": [2 * COLS, COLS],
-              "breast_birads": ["BI-RADS 4", "BI-RADS 1"], "breast_density": ["DENSITY C", "DENSITY C"],
-              "split": ["training", "training"]}
+    dcm(tmp_path / "images" / "s3" / "c1.dicom", study="s3", PatientID="PAT-0003", ImageLaterality="L")
+    dcm(tmp_path / "images" / "s4" / "d1.dicom", study="s4", PatientID="PAT-0003", ImageLaterality="L")
+    common = {"study_id": ["s1", "s1", "s3", "s4"], "series_id": ["x", "x", "y", "z"],
+              "image_id": ["a1", "a2", "c1", "d1"], "laterality": ["L", "R", "L", "L"],
+              "view_position": ["CC", "CC", "CC", "CC"], "height": [2 * ROWS, ROWS, ROWS, ROWS],
+              "width": [2 * COLS, COLS, COLS, COLS], "breast_birads": ["BI-RADS 4", "BI-RADS 1", "BI-RADS 1",
+                                                                      "BI-RADS 1"],
+              "breast_density": ["DENSITY C"] * 4, "split": ["training", "training", "training", "test"]}
     pd.DataFrame(common).to_csv(tmp_path / "breast-level_annotations.csv", index=False)
-    findings = pd.DataFrame({k: [v[0], v[0], v[1]] for k, v in common.items()})
-    findings["finding_categories"] = ["['Mass']", "['Suspicious Calcification', 'Mass']", "['No Finding']"]
-    findings["finding_birads"] = ["BI-RADS 4", "BI-RADS 3", None]
-    findings[["xmin", "ymin", "xmax", "ymax"]] = [[4.0, 6.0, 20.0, 24.0], [0.0, 0.0, 2.0, 2.0], [None] * 4]
+    findings = pd.DataFrame({k: [v[0], v[0], v[0], v[0], v[1]] for k, v in common.items()})
+    findings["finding_categories"] = ["['Mass']", "['Suspicious Calcification', 'Mass']", "['Mass']", "['Mass']",
+                                      "['No Finding']"]
+    findings["finding_birads"] = ["BI-RADS 4", "BI-RADS 3", "BI-RADS 3", "BI-RADS 3", None]
+    findings[["xmin", "ymin", "xmax", "ymax"]] = [[4.0, 6.0, 20.0, 24.0], [0.0, 0.0, 2.0, 2.0],
+                                                  [30.0, 40.0, 60.0, 50.0], [-4.0, 28.0, 8.0, 40.0], [None] * 4]
     findings.to_csv(tmp_path / "finding_annotations.csv", index=False)
 
     images, _ = run("vindr", tmp_path / "images")
     rows = by_file(images)
     a1, a2 = rows["a1.dicom"], rows["a2.dicom"]
     assert (a1["cancer"], a1["benign"], a1["birads"], a1["density"]) == (1, 0, 4, "C")
-    assert (a2["cancer"], a2["benign"], a2["split_group"]) == (0, 0, "training")
-    lesions = json.loads(a1["lesions"])  # label grid is twice the header grid: boxes halved
+    assert (a2["cancer"], a2["benign"], a2["split_group"]) == (0, 0, "train")
+    lesions = json.loads(a1["lesions"])  # label grid is twice the header grid: boxes halved, then clipped to 12x16
     assert [(b["x0"], b["y0"], b["x1"], b["y1"], b["malignant"]) for b in lesions] == [
-        (2, 3, 10, 12, 1), (0, 0, 1, 1, 0)]
+        (2, 3, 10, 12, 1), (0, 0, 1, 1, 0), (0, 14, 4, 16, 0)]
     assert lesions[1]["kind"] == "Suspicious Calcification, Mass" and json.loads(a2["lesions"]) == []
+    assert "1 VinDr box(es) clipped" in a1["warnings"] and "1 VinDr box(es) outside the image dropped" in a1["warnings"]
     assert not rows["b1.dicom"]["labelled"] and images.attrs["adapter_report"]["size_mismatch"] == 1
-    assert images.attrs["adapter_report"]["unlabelled"] == 1
+    report = images.attrs["adapter_report"]
+    assert (report["unlabelled"], report["boxes_clipped"], report["boxes_dropped"]) == (1, 1, 1)
+    # PAT-0003's studies sit in both official splits: the patient is moved to test as a whole
+    assert rows["c1.dicom"]["split_group"] == rows["d1.dicom"]["split_group"] == "test"
+    assert report["patients_split_unified"] == 1 and "split" in rows["c1.dicom"]["warnings"]
 
 
 def _cbis_paths(subject: str, series: str, name: str = "000000.dcm") -> str:
@@ -171,8 +186,8 @@ def test_cbis_ddsm(tmp_path: Path) -> None:
     assert_no_raw(images, ["P_00001", "P_00002", "Doe^Jane", "PAT-0001"])
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
-def test_cmmd(tmp_path: Path, suffix: str) -> None:
+@pytest.mark.parametrize(("suffix", "sep"), [(".csv", ","), (".csv", ";"), (".xlsx", None)])
+def test_cmmd(tmp_path: Path, suffix: str, sep: str | None) -> None:
     if suffix == ".xlsx":
         pytest.importorskip("openpyxl")
     tree = tmp_path / "CMMD"
@@ -185,7 +200,7 @@ def test_cmmd(tmp_path: Path, suffix: str) -> None:
                           "number": [2, 2, 2], "abnormality": ["mass", "calcification", "both"],
                           "classification": ["Malignant", "Benign", "Benign"], "subtype": ["Luminal A", None, None]})
     label = tmp_path / f"CMMD_clinicaldata_revision{suffix}"
-    table.to_csv(label, index=False) if suffix == ".csv" else table.to_excel(label, index=False)
+    table.to_csv(label, index=False, sep=sep) if sep else table.to_excel(label, index=False)  # ";": a European export
 
     images, _ = run("cmmd", tree)
     rows = {(Path(r["relpath"]).parts[0], Path(r["relpath"]).name): r for r in images.to_dict("records")}
@@ -203,30 +218,35 @@ def test_cmmd(tmp_path: Path, suffix: str) -> None:
 
 
 def test_inbreast(tmp_path: Path) -> None:
+    """Real INbreast.csv rows (one breast: R CC 4a, R MLO 4a, R CC 2) and a real file name the table does not list."""
     dicoms = tmp_path / "AllDICOMs"
-    dcm(dicoms / "22678622_d8ca4b3f5a4f5b6e_MG_R_CC_ANON.dcm", study="i1", ImageLaterality="R", ViewPosition="CC")
-    dcm(dicoms / "22678646_d8ca4b3f5a4f5b6e_MG_R_ML_ANON.dcm", study="i1", ImageLaterality="R", ViewPosition=None)
-    dcm(dicoms / "99999999_ffff_MG_L_CC_ANON.dcm", study="i2", ImageLaterality="L")
+    dcm(dicoms / "50994273_cc9e66c5b31baab8_MG_R_CC_ANON.dcm", study="i1", ImageLaterality="R", ViewPosition="CC")
+    dcm(dicoms / "50994354_cc9e66c5b31baab8_MG_R_ML_ANON.dcm", study="i1", ImageLaterality="R", ViewPosition=None)
+    dcm(dicoms / "50994408_cc9e66c5b31baab8_MG_R_CC_ANON.dcm", study="i1", ImageLaterality="R", ViewPosition="CC")
+    dcm(dicoms / "22678622_61b13c59bcba149e_MG_R_CC_ANON.dcm", study="i2", ImageLaterality="R")
     (tmp_path / "INbreast.csv").write_text(
         "Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads\n"
-        "removed;53;R;CC;201001;22678622;2;4c\nremoved;53;R;MLO;201001;22678646;2;2\n;;;;;;;\n")
+        "removed;removed;R;CC;200901;50994273;3;4a\nremoved;removed;R;MLO;200901;50994354;3;4a\n"
+        "removed;removed;R;CC;200901;50994408;3;2\n")
     roi = {"Images": [{"ROIs": [
         {"Name": "Mass", "IndexInImage": 0, "Point_px": ["(3, 4)", "(7, 4)", "(5, 9)"]},
         {"Name": "Calcification", "IndexInImage": 1, "Point_px": ["(10.5, 2)"]}]}]}
     (tmp_path / "AllXML").mkdir()
-    with (tmp_path / "AllXML" / "22678622.xml").open("wb") as fh:
+    with (tmp_path / "AllXML" / "50994273.xml").open("wb") as fh:
         plistlib.dump(roi, fh)
 
     images, _ = run("inbreast", dicoms)
     rows = by_file(images)
-    cc, mlo = rows["22678622_d8ca4b3f5a4f5b6e_MG_R_CC_ANON.dcm"], rows["22678646_d8ca4b3f5a4f5b6e_MG_R_ML_ANON.dcm"]
-    assert (cc["cancer"], cc["birads"], cc["birads_raw"], cc["density"]) == (1, 4, "4c", "B")
-    assert (mlo["cancer"], mlo["birads"], mlo["birads_raw"], mlo["view"]) == (1, 4, "2", "MLO")  # breast level
+    cc, mlo = rows["50994273_cc9e66c5b31baab8_MG_R_CC_ANON.dcm"], rows["50994354_cc9e66c5b31baab8_MG_R_ML_ANON.dcm"]
+    low = rows["50994408_cc9e66c5b31baab8_MG_R_CC_ANON.dcm"]
+    assert (cc["cancer"], cc["benign"], cc["birads"], cc["birads_raw"], cc["density"]) == (1, 0, 4, "4a", "C")
+    assert (mlo["cancer"], mlo["birads"], mlo["birads_raw"], mlo["view"]) == (1, 4, "4a", "MLO")
+    assert (low["cancer"], low["benign"], low["birads"], low["image_birads"]) == (1, 0, 4, 2)  # breast level
     assert [(b["x0"], b["y0"], b["x1"], b["y1"], b["kind"]) for b in json.loads(cc["lesions"])] == [
         (3, 4, 8, 10, "Mass"), (10.5, 2, 11.5, 3, "Calcification")]
-    assert cc["patient_id"] == mlo["patient_id"] == hash_id("d8ca4b3f5a4f5b6e", SALT)
+    assert cc["patient_id"] == mlo["patient_id"] == hash_id("cc9e66c5b31baab8", SALT)
     assert images.attrs["adapter_report"]["unlabelled"] == 1
-    assert_no_raw(images, ["d8ca4b3f5a4f5b6e", "Doe^Jane", "PAT-0001"])
+    assert_no_raw(images, ["cc9e66c5b31baab8", "Doe^Jane", "PAT-0001"])
 
 
 def test_bad_label_files(tmp_path: Path) -> None:

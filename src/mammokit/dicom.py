@@ -31,7 +31,10 @@ factor that is not a positive number, an optional tag that is not a finite numbe
 from __future__ import annotations
 
 import os
+import re
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +127,9 @@ ITEM_TAGS: dict[str, tuple[str, ...]] = {  # sequence -> the tags read in its it
 ACCEPTED_MODALITY = "MG"
 PROJECTION_MODALITIES = frozenset({"DX", "CR", "RG", "DR", "OT", "SC"})  # read, with a warning
 TOMOSYNTHESIS_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.13.1.3"})
+UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+DICOM_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")  # PS3.5 9.1; at most 64 characters
+UID_WARNING = "UIDs are not DICOM UIDs (e.g. hex digests): kept as given"
 
 
 
@@ -486,16 +492,36 @@ def read_dicom(
     """
     backend = resolve_backend(backend)
     name = str(path)
-    ds, element = _open_dataset(Path(path), pixels, backend)
-    try:
-        return _read(ds, element, name, pixels=pixels, salt=salt, keep_ids=keep_ids, backend=backend)
-    except DicomReadError:
-        raise
-    except BaseException as err:  # a bug, or a case no check foresaw: still this file's error, marked unexpected
-        if not library_error(err):
+    with _quiet_validation():
+        ds, element = _open_dataset(Path(path), pixels, backend)
+        try:
+            return _read(ds, element, name, pixels=pixels, salt=salt, keep_ids=keep_ids, backend=backend)
+        except DicomReadError:
             raise
-        reason = f"unexpected {type(err).__name__} while reading (please report): {str(err)[:200]}"
-        raise DicomReadError(name, reason, unexpected=True) from err
+        except BaseException as err:  # a bug, or a case no check foresaw: still this file's error, marked unexpected
+            if not library_error(err):
+                raise
+            reason = f"unexpected {type(err).__name__} while reading (please report): {str(err)[:200]}"
+            raise DicomReadError(name, reason, unexpected=True) from err
+
+
+@contextmanager
+def _quiet_validation() -> Iterator[None]:
+    """pydicom's value validation off for one read, the previous mode restored after: the reader checks the values it
+    uses itself, and pydicom would log (and warn) once per odd tag per file, e.g. for VinDr-Mammo's hex-digest UIDs."""
+    settings = pydicom.config.settings
+    previous = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode = previous
+
+
+def _uid_check(uids: list[str | None], warnings: list[str]) -> None:
+    """One warning when a Study/Series/SOP Instance UID present is not a DICOM UID (digits and dots, <= 64 chars)."""
+    if any(uid and (len(uid) > 64 or not DICOM_UID.fullmatch(uid)) for uid in uids):
+        warnings.append(UID_WARNING)
 
 
 def _read(ds: Any, element: PixelElement | None, name: str, *, pixels: bool, salt: str | None, keep_ids: bool,
@@ -535,6 +561,7 @@ def _read(ds: Any, element: PixelElement | None, name: str, *, pixels: bool, sal
     )
     pad, limit = _floats(ds, "PixelPaddingValue", warnings), _floats(ds, "PixelPaddingRangeLimit", warnings)
     orientation = ds.get("PatientOrientation")
+    _uid_check([_text(ds, keyword) for keyword in UID_TAGS], warnings)
     image: dict[str, Any] = {
         "path": name,
         "pixels": None,

@@ -1,14 +1,17 @@
 """Adapter for INbreast: per-image BI-RADS and ACR density, lesion contours from the XML (plist) ROI files.
 
 Layout: `INbreast.csv` (semicolon separated: Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;
-Bi-Rads; or the .xls original) with `AllDICOMs/<File Name>_<patient code>_MG_<side>_<view>_ANON.dcm` and
-`AllXML/<File Name>.xml`. Images are matched on the number before the first underscore of the DICOM file name;
-the patient is the (hashed) code after it.
+Bi-Rads; or the .xls original, read with xlrd) with `AllDICOMs/<File Name>_<patient code>_MG_<side>_<view>_ANON.dcm`
+(view "ML" in the name where the table says "MLO") and `AllXML/<File Name>.xml`. Images are matched on the number
+before the first underscore of the DICOM file name; the patient is the (hashed) code after it.
 
-INbreast has no per-image pathology in its table, so malignancy is a proxy: `cancer` = BI-RADS 4a/4b/4c/5/6,
-`benign` = BI-RADS 2-3; `birads` keeps the category number (4 for 4a-4c), `birads_raw` the text. Each ROI becomes
-a box around its contour points (Point_px, pixel indices: box = [min, max + 1)), its `kind` the ROI name and
-`malignant` the image's cancer proxy. There is no official split.
+INbreast has no pathology in its table and gives BI-RADS per image, so malignancy is a breast-level proxy: the
+breast's BI-RADS (`birads`) is the highest of its images (same patient code, laterality and acquisition date);
+`cancer` = breast BI-RADS 4a/4b/4c/5/6, `benign` = breast BI-RADS 2-3 (never both). `image_birads` keeps the image's
+own category number (4 for 4a-4c) and `birads_raw` its text. Each ROI becomes a box around its contour points
+(Point_px, pixel indices: box = [min, max + 1)), its `kind` the ROI name and `malignant` the proxy of the image's own
+BI-RADS (the findings drawn on that image). An unreadable XML leaves its image without boxes, with a warning. There
+is no official split.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import plistlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.parsers.expat import ExpatError
 
 import pandas as pd
 
 from mammokit.datasets.public_common import (
+    append_warning,
     box,
     canonical_side,
     canonical_view,
@@ -46,13 +51,9 @@ POINT = re.compile(r"\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)")
 
 def read_inbreast_table(path: Path) -> pd.DataFrame:
     """The INbreast table with canonical column names (file, side, view, acr, birads, age); errors name the file."""
-    sep = None
-    if path.suffix.lower() == ".csv":
-        head = path.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
-        sep = ";" if head and head[0].count(";") >= head[0].count(",") else ","
-    table = read_table(path, sep=sep)
+    table = read_table(path)  # the CSV separator (';' in the release) is sniffed from the header
     wanted = {"file name": "file", "laterality": "side", "view": "view", "acr": "acr", "bi-rads": "birads",
-              "patient age": "age"}
+              "patient age": "age", "acquisition date": "date"}
     table = table.rename(columns={c: wanted[c.lower()] for c in table.columns if c.lower() in wanted})
     missing = [c for c in ("file", "birads") if c not in table.columns]
     if missing:
@@ -68,12 +69,20 @@ def read_inbreast_table(path: Path) -> pd.DataFrame:
 
 
 def roi_boxes(xml: Path, malignant: int, file_id: str) -> list[dict[str, Any]]:
-    """Lesion boxes of one INbreast XML (plist) file: one per ROI with at least one point."""
+    """Lesion boxes of one INbreast XML (plist) file: one per ROI with at least one point.
+
+    Raises:
+        InvalidInputError: the file cannot be read or parsed as an INbreast plist (the message names it).
+    """
     try:
         with xml.open("rb") as fh:
-            doc = plistlib.load(fh)
-    except (plistlib.InvalidFileException, ValueError, OSError) as err:
+            return plist_boxes(plistlib.load(fh), malignant, file_id)
+    except (plistlib.InvalidFileException, ExpatError, ValueError, OSError, TypeError, AttributeError) as err:
         raise InvalidInputError(f"{xml}: not a readable INbreast plist ROI file: {err}") from err
+
+
+def plist_boxes(doc: Any, malignant: int, file_id: str) -> list[dict[str, Any]]:
+    """Boxes of the ROIs of a parsed INbreast plist (Images > ROIs > Name, IndexInImage, Point_px "(x, y)")."""
     boxes = []
     for image in doc.get("Images", []) if isinstance(doc, dict) else []:
         for n, roi in enumerate(image.get("ROIs", [])):
@@ -117,11 +126,9 @@ def adapt_inbreast(result: IndexResult, src: Path, labels: Path | None, *, salt:
     lab = table.reindex(file_id.where(matched).to_numpy())
     lab.index = images.index
 
-    birads = lab["birads"].map(number)
-    images["birads"] = birads
+    image_birads = lab["birads"].map(number)
+    images["image_birads"] = image_birads
     images["birads_raw"] = lab["birads"].map(clean).where(matched, None)
-    images["cancer"] = (birads >= 4).astype(float).where(birads.notna())
-    images["benign"] = birads.isin([2, 3]).astype(float).where(birads.notna())
     images["density"] = lab["acr"].map(density_letter) if "acr" in lab.columns else None
     images["site"] = "inbreast"
     if "age" in lab.columns:
@@ -131,17 +138,51 @@ def adapt_inbreast(result: IndexResult, src: Path, labels: Path | None, *, salt:
     counts = fill_header(images, lab["side"].map(canonical_side) if "side" in lab.columns else empty,
                          lab["view"].map(canonical_view) if "view" in lab.columns else empty, "inbreast")
     changed = set_patients(images, code.where(matched), resolve_salt(salt))
+    date = lab["date"].map(clean) if "date" in lab.columns else empty
+    birads = breast_max(image_birads, [code.where(matched), images["laterality"], date.fillna("")])
+    images["birads"] = birads
+    images["cancer"] = (birads >= 4).astype(float).where(birads.notna())
+    images["benign"] = birads.isin([2, 3]).astype(float).where(birads.notna())
 
     xml_dir = xml_dir or find_xml_dir(path, Path(src))
-    lesions: dict[Any, list[dict]] = {}
-    if xml_dir is not None:
-        for i in images.index[matched]:
-            xml = xml_dir / f"{file_id[i]}.xml"
-            if xml.is_file():
-                found = roi_boxes(xml, int(images.at[i, "cancer"] == 1), file_id[i])
-                if found:
-                    lesions[i] = found
+    lesions, unreadable = xml_lesions(images, file_id, matched, xml_dir)
     report = {"label_file": str(path), "xml_dir": str(xml_dir) if xml_dir else None, "label_rows": len(table),
               "label_rows_without_image": int(len(table) - file_id[matched].nunique()),
-              "images_with_rois": len(lesions), "patient_id_replaced": changed, **counts}
+              "images_with_rois": len(lesions), "xml_unreadable": len(unreadable),
+              "xml_unreadable_files": sorted(unreadable),
+              "breast_birads_above_image": int((birads > image_birads).sum()),
+              "patient_id_replaced": changed, **counts}
     return finish(result, images, dataset="inbreast", matched=matched, lesions=lesions, report=report)
+
+
+def breast_max(values: pd.Series, keys: list[pd.Series]) -> pd.Series:
+    """The highest of `values` over each breast (the rows sharing every key); a row missing a key keeps its own."""
+    frame = pd.concat(keys, axis=1, keys=range(len(keys)))
+    usable = frame.notna().all(axis=1) & values.notna()
+    out = values.astype(float).copy()
+    out[usable] = values[usable].groupby([frame.loc[usable, k] for k in frame.columns]).transform("max")
+    return out
+
+
+def xml_lesions(images: pd.DataFrame, file_id: pd.Series, matched: pd.Series, xml_dir: Path | None
+                ) -> tuple[dict[Any, list[dict]], list[str]]:
+    """Row -> ROI boxes from `<xml_dir>/<File Name>.xml`, `malignant` by the image's own BI-RADS; and the names of
+    the unreadable files (their images keep their labels, get no boxes and a warning)."""
+    lesions: dict[Any, list[dict]] = {}
+    unreadable: list[str] = []
+    if xml_dir is None:
+        return lesions, unreadable
+    for i in images.index[matched]:
+        xml = xml_dir / f"{file_id[i]}.xml"
+        if not xml.is_file():
+            continue
+        try:
+            found = roi_boxes(xml, int(images.at[i, "image_birads"] >= 4), file_id[i])
+        except InvalidInputError as err:
+            unreadable.append(xml.name)
+            append_warning(images, pd.Series(images.index == i, index=images.index),
+                           f"{xml.name}: unreadable INbreast ROI file ({err.__cause__ or err}); no lesion boxes")
+            continue
+        if found:
+            lesions[i] = found
+    return lesions, unreadable

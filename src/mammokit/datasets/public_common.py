@@ -31,6 +31,13 @@ log = logging.getLogger("mammokit.datasets")
 SHARED_COLUMNS = ("cancer", "benign", "birads", "density", "site", "split_group")
 NUMERIC_COLUMNS = ("cancer", "benign", "birads")
 DENSITY_LETTERS = {1: "A", 2: "B", 3: "C", 4: "D"}
+SEPARATORS = (",", ";", "\t")
+TRUE_WORDS = ("true", "t", "yes", "y", "1")
+FALSE_WORDS = ("false", "f", "no", "n", "0")
+SPLIT_NAMES = {"training": "train", "train": "train", "validation": "val", "val": "val", "valid": "val",
+               "dev": "val", "test": "test", "testing": "test"}
+SPLIT_RANK = {"train": 0, "val": 1, "test": 2}  # more held-out wins when a patient's rows disagree
+CORE_VIEWS = ("CC", "MLO")
 
 
 def hash_patient(value: Any, salt: str) -> str | None:
@@ -60,14 +67,36 @@ def locate_label_file(src: Path, labels: Path | None, names: Sequence[str], data
     raise MissingInputError(f"{dataset} adapter: none of {', '.join(names)} found in {where}; pass labels=PATH")
 
 
-def read_table(path: Path, *, sep: str | None = ",", dtype: Any = str) -> pd.DataFrame:
-    """Read a CSV (or an .xlsx/.xls sheet) as strings with stripped column names; errors name the file."""
+def sniff_separator(path: Path) -> str:
+    """The column separator of a CSV, decided from its header line: the most frequent of ',', ';' and tab outside
+    quotes (',' on a tie or when none occurs). Errors name the file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.readline(1 << 20).decode("utf-8", errors="replace")
+    except OSError as err:
+        raise MissingInputError(f"{path}: cannot read the label table: {err.strerror or err}") from err
+    counts = dict.fromkeys(SEPARATORS, 0)
+    quoted = False
+    for char in head:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(SEPARATORS, key=lambda sep: counts[sep])  # SEPARATORS order breaks ties: ',' first
+    return best if counts[best] else ","
+
+
+def read_table(path: Path, *, sep: str | None = None, dtype: Any = str) -> pd.DataFrame:
+    """Read a CSV (or an .xlsx/.xls sheet) as strings with stripped column names; errors name the file.
+
+    `sep` None sniffs the CSV separator from the header line (`sniff_separator`): ',', ';' or tab.
+    """
     suffix = path.suffix.lower()
     try:
         if suffix in (".xlsx", ".xls"):
             table = pd.read_excel(path, dtype=dtype)
         else:
-            table = pd.read_csv(path, sep=sep, dtype=dtype, engine="python" if sep is None else "c")
+            table = pd.read_csv(path, sep=sep or sniff_separator(path), dtype=dtype)
     except ImportError as err:
         raise MissingDependencyError(f"{path}: reading {suffix} needs {err.name or 'an Excel reader'} "
                           f"(pip install openpyxl for .xlsx, xlrd for .xls) or a CSV export of the sheet") from err
@@ -96,6 +125,25 @@ def number(value: Any) -> float:
     """The first integer in a cell ('BI-RADS 4' -> 4, '4c' -> 4, '3.0' -> 3), NaN when there is none."""
     match = re.search(r"\d+", clean(value) or "")
     return float(match.group()) if match else float("nan")
+
+
+def boolean(value: Any) -> float:
+    """A yes/no cell as 1.0/0.0 (True/False, 1/0, yes/no, any case; 1.0/0.0), NaN when empty or anything else."""
+    text = (clean(value) or "").lower()
+    if text in TRUE_WORDS:
+        return 1.0
+    if text in FALSE_WORDS:
+        return 0.0
+    try:
+        code = float(text)
+    except ValueError:
+        return float("nan")
+    return code if code in (0.0, 1.0) else float("nan")
+
+
+def canonical_split(value: Any) -> str | None:
+    """An official split name as train/val/test (training, validation, valid, dev, testing, any case); else None."""
+    return SPLIT_NAMES.get((clean(value) or "").lower())
 
 
 def density_letter(value: Any) -> str | None:
@@ -224,6 +272,35 @@ def breast_level(images: pd.DataFrame, matched: pd.Series) -> int:
     return raised
 
 
+def unify_patient_splits(images: pd.DataFrame) -> int:
+    """Give every patient one split: a patient whose rows carry several takes the most held-out (test > val > train)
+    on all rows that carry a split, with a warning on the rows moved. Returns how many patients were moved."""
+    if "patient_id" not in images.columns:
+        return 0
+    has = images["split_group"].notna() & images["patient_id"].notna()
+    rank = images.loc[has, "split_group"].map(SPLIT_RANK)
+    by_patient = rank.groupby(images.loc[has, "patient_id"])
+    mixed = by_patient.transform("nunique") > 1
+    if not mixed.any():
+        return 0
+    names = {v: k for k, v in SPLIT_RANK.items()}
+    target = by_patient.transform("max")[mixed].map(names)
+    moved = target[images.loc[target.index, "split_group"] != target]
+    for name in sorted(set(moved)):
+        append_warning(images, moved == name, f"this patient's images span several official splits; moved to {name}")
+    images.loc[target.index, "split_group"] = target
+    return int(images.loc[target.index, "patient_id"].nunique())
+
+
+def other_views(images: pd.DataFrame) -> dict[str, int]:
+    """How many indexed images have each view other than CC/MLO ({"AT": 19, "ML": 8, ...}), by canonical code."""
+    if "view" not in images.columns:
+        return {}
+    views = images["view"].dropna().astype(str)
+    counts = views[~views.isin(CORE_VIEWS)].value_counts()
+    return {str(k): int(v) for k, v in sorted(counts.items())}
+
+
 def finish(
     result: IndexResult,
     images: pd.DataFrame,
@@ -252,8 +329,13 @@ def finish(
             images[col] = None
     for col in NUMERIC_COLUMNS:
         images[col] = pd.to_numeric(images[col], errors="coerce").astype(float).where(matched, np.nan)
-    for col in ("density", "site", "split_group"):
+    given_split = images["split_group"].astype(object).where(matched & images["split_group"].notna(), None)
+    images["split_group"] = given_split.map(canonical_split).astype(object).where(given_split.notna(), None)
+    unknown_split = given_split.notna() & images["split_group"].isna()
+    append_warning(images, unknown_split, "split name in the label file is not train/val/test; left empty")
+    for col in ("density", "site"):
         images[col] = images[col].astype(object).where(matched & images[col].notna(), None)
+    unified = unify_patient_splits(images)
     raised = breast_level(images, matched)
     images["labelled"] = matched
     images["dataset"] = dataset
@@ -266,7 +348,8 @@ def finish(
     summary = {"dataset": dataset, "images": len(images), "labelled": int(matched.sum()),
                "unlabelled": int((~matched).sum()), "raised_to_breast_level": raised,
                "lesions": int(sum(len(v) for v in lesions.values())), "adapter_skipped": len(skipped_rows or []),
-               **(report or {})}
+               "split_names_unknown": int(unknown_split.sum()), "patients_split_unified": unified,
+               "views_other": other_views(images), **(report or {})}
     images.attrs["adapter_report"] = summary
     level = logging.WARNING if summary["unlabelled"] or summary.get("label_rows_without_image") else logging.INFO
     log.log(level, "%s adapter: %s", dataset, json.dumps(summary))

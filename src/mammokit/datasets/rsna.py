@@ -6,6 +6,8 @@ Images are matched on the file name (image_id); the parent folder is checked aga
 
 Labels: `cancer` as given; `benign` = biopsied and not cancer (RSNA has no benign pathology column);
 `birads` 0 (recall) / 1 (negative) / 2 (benign finding) or NaN; `density` A-D; `site` "rsna-site<site_id>".
+`difficult_negative_case` is 1.0/0.0 (NaN when unknown); the other extras are numbers. Views other than CC/MLO
+(AT, LM, ML, LMO) keep their codes and are counted in the report (`views_other`).
 RSNA has no official split of the training set, so `split_group` stays empty. There are no lesion boxes.
 """
 
@@ -18,6 +20,7 @@ import pandas as pd
 
 from mammokit.datasets.public_common import (
     append_warning,
+    boolean,
     canonical_side,
     canonical_view,
     clean,
@@ -37,7 +40,8 @@ if TYPE_CHECKING:
 
 LABEL_NAMES = ("train.csv",)
 REQUIRED = ("patient_id", "image_id", "laterality", "view", "cancer")
-EXTRA_NUMERIC = ("age", "biopsy", "invasive", "implant", "machine_id", "difficult_negative_case")
+EXTRA_NUMERIC = ("age", "biopsy", "invasive", "implant", "machine_id")
+EXTRA_BOOLEAN = ("difficult_negative_case",)  # "True"/"False" in the Kaggle file
 
 
 def adapt_rsna(result: IndexResult, src: Path, labels: Path | None, *, salt: str | None = None) -> IndexResult:
@@ -71,6 +75,9 @@ def adapt_rsna(result: IndexResult, src: Path, labels: Path | None, *, salt: str
     for col in EXTRA_NUMERIC:
         if col in lab.columns:
             images[col] = lab[col].map(number).where(matched)
+    for col in EXTRA_BOOLEAN:
+        if col in lab.columns:
+            images[col] = lab[col].map(boolean).where(matched)
     images["source_image_id"] = stem.where(matched, None)
 
     counts = fill_header(images, lab["laterality"].map(canonical_side), lab["view"].map(canonical_view), "rsna")
