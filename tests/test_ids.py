@@ -18,6 +18,7 @@ import pytest
 import mammokit.ids as ids
 from dicom_factory import write_test_dicom
 from mammokit.datasets import public_common
+from mammokit.datasets.index import header_row
 from mammokit.dicom import read_dicom
 from mammokit.errors import InvalidInputError
 from mammokit.ids import ENV_CONFIG_DIR, ENV_SALT, hash_id, installation_salt, resolve_salt, safe_relpath
@@ -34,11 +35,13 @@ def test_reader_adapters_and_predict_hash_the_same_id_alike(tmp_path, monkeypatc
         monkeypatch.delenv(ENV_SALT, raising=False)
     else:
         monkeypatch.setenv(ENV_SALT, env)
-    want = hash_id("PAT-77", env or installation_salt())
-    header = read_dicom(write_test_dicom(tmp_path / "p.dcm", PIXELS, PatientID="PAT-77"), pixels=False).patient_hash
+    salt = env or installation_salt()
+    path = write_test_dicom(tmp_path / "p.dcm", PIXELS, PatientID="PAT-77", SOPInstanceUID="1.2.840.77")
+    header = read_dicom(path, pixels=False).patient_hash
     label = public_common.hash_patient("PAT-77", public_common.resolve_salt(None))
-    predicted = _image_hash({"sop_uid": "PAT-77"})  # predict names images by the same keyed hash of an id
-    assert header == label == predicted == want
+    assert header == label == hash_id("PAT-77", salt)
+    row = header_row(path, tmp_path)  # the index names an image by the keyed hash of its SOP UID; predict too
+    assert row["image_id"] == _image_hash(row) == hash_id("1.2.840.77", salt)
 
 
 def test_an_explicit_salt_wins_over_the_environment(tmp_path, monkeypatch):

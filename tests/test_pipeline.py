@@ -92,9 +92,10 @@ def test_lesion_boxes_map_back_to_lesions_csv(run: dict) -> None:
     truth = pd.read_csv(run["root"] / "raw" / "lesions.csv", dtype={"sop_uid": str, "lesion_id": str})
     assert len(truth) >= 2
     seen = 0
+    sop_of = pd.read_parquet(run["index"]).set_index("image_id")["sop_uid"]  # raw UIDs: in the index only
     for r in run["table"].itertuples():
         stored = json.loads(r.lesions_stored)
-        want = truth[truth["sop_uid"] == r.sop_uid].sort_values("lesion_id")
+        want = truth[truth["sop_uid"] == sop_of[r.image_id]].sort_values("lesion_id")
         assert len(stored) == len(want)
         if not stored:
             continue

@@ -114,12 +114,14 @@ def hash_id(value: str | None, salt: str) -> str | None:
 def safe_relpath(relpath: str, patient_id: str | None, salt: str, *others: str | None) -> str:
     """`relpath` with the patient's folders replaced by the patient's hash, so it can leave the local index.
 
-    A folder naming `patient_id` (or one of `others`, e.g. the AccessionNumber) becomes that id's hash; in the file
-    name only the id itself is replaced, so the files of one folder keep distinct names. An id of
+    A folder naming `patient_id` (or one of `others`, e.g. the AccessionNumber or the UIDs) becomes that id's
+    hash; in the file name only the id itself is replaced, so the files of one folder keep distinct names. An id of
     `MIN_CONTAINED_ID` characters or more counts wherever it occurs (case-insensitively); a shorter one only as a
     whole name.
     """
-    ids = {v: hash_id(v, salt) for v in (patient_id, *others) if v and v.strip()}
+    # longest first: a Study UID is often the prefix of the SOP UIDs in the file names
+    ids = {v: hash_id(v, salt) for v in sorted({v for v in (patient_id, *others) if v and v.strip()}, key=len,
+                                                reverse=True)}
     if not ids:
         return relpath
     parts = PurePath(relpath).parts

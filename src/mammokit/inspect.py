@@ -51,7 +51,8 @@ def describe_file(path: Path, *, decode: bool = True, root: Path | None = None,
         row["status"] = f"{REFUSED}{err.reason}"
         return row
     if not show_ids:
-        row["file"] = safe_relpath(name, img.patient_id, resolve_salt(), img.accession_number)
+        row["file"] = safe_relpath(name, img.patient_id, resolve_salt(), img.accession_number, img.study_uid,
+                                    img.series_uid, img.sop_uid)
     spacing = img.spacing_mm or img.spacing_raw_mm
     row.update(
         vendor=img.manufacturer or "?",

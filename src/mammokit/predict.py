@@ -190,7 +190,7 @@ def _split_exam(index: pd.DataFrame) -> bool:
     """Several header studies of one image each, together filling distinct L/R CC/MLO view slots."""
     if index["exam_id"].nunique() < 2 or index["exam_id"].duplicated().any():
         return False
-    slots = [view_slot(lat, view_group(v)) for lat, v in zip(index["laterality"], index["view"], strict=True)]
+    slots = [view_slot(lat, v) for lat, v in zip(index["laterality"], index["view"], strict=True)]
     return None not in slots and len(set(slots)) == len(slots)
 
 
@@ -240,7 +240,7 @@ def _stored_rows(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _view_warnings(table: pd.DataFrame, level: str) -> list[str]:
     """Missing, unused and duplicated views, and per-image read/preprocessing notes, as plain sentences."""
     out: list[str] = []
-    slots = [view_slot(lat, vg) for lat, vg in zip(table["laterality"], table["view_group"], strict=True)]
+    slots = [view_slot(lat, v) for lat, v in zip(table["laterality"], table["view"], strict=True)]
     present = {s for s in slots if s is not None}
     if level != "view":
         missing = [f"{lat}-{v}" for i, (lat, v) in enumerate(VIEW_SLOTS) if i not in present]
@@ -249,7 +249,7 @@ def _view_warnings(table: pd.DataFrame, level: str) -> list[str]:
         counts = pd.Series([s for s in slots if s is not None]).value_counts()
         for slot, n in counts[counts > 1].items():
             lat, v = VIEW_SLOTS[int(slot)]
-            out.append(f"{n} images of {lat}-{v}: only the first (by SOP UID order) is used")
+            out.append(f"{n} images of {lat}-{v}: only the first (by image id) is used")
     for (_, row), slot in zip(table.iterrows(), slots, strict=True):
         label = _label(row)
         if slot is None:
@@ -270,7 +270,8 @@ def _label(row: pd.Series) -> str:
 
 
 def _image_hash(row: pd.Series | dict[str, Any]) -> str:
-    return hash_id(str(row.get("sop_uid") or row.get("image_id")), resolve_salt()) or "unknown"
+    """The image's id: already the salted hash of its SOP Instance UID (`datasets.index.header_row`)."""
+    return str(row.get("image_id") or "unknown")
 
 
 def _heatmaps(model: torch.nn.Module, batch: dict[str, Any], out: ModelOutput, kind: str,

@@ -18,15 +18,19 @@ from mammokit.datasets.public import PUBLIC_ADAPTERS
 from mammokit.datasets.result import IndexResult
 from mammokit.dicom import DicomReadError, read_dicom
 from mammokit.errors import InvalidInputError, MissingInputError
-from mammokit.ids import resolve_salt, safe_relpath
+from mammokit.ids import hash_id, resolve_salt, safe_relpath
 from mammokit.isolate import ItemFailure, isolated_map
 
-SKIP_SUFFIXES = {".csv", ".json", ".png", ".txt", ".md", ".parquet", ".yaml", ".yml", ".jpg", ".jpeg", ".zip", ".gz"}
+SKIP_SUFFIXES = {".csv", ".json", ".png", ".txt", ".md", ".parquet", ".yaml", ".yml", ".jpg", ".jpeg", ".zip", ".gz",
+                 # label and metadata files shipped beside public datasets' DICOMs (INbreast .xml/.roi/.xls, ...)
+                 ".xlsx", ".xls", ".xml", ".roi", ".pdf", ".doc", ".docx", ".tsv", ".html", ".htm", ".log", ".ini",
+                 ".bak", ".db"}
 LABEL_COLUMNS = ("cancer", "benign", "birads", "density")
 
 
 def candidate_files(src: Path) -> list[Path]:
-    """Every regular file under `src` that could be DICOM (DICOM files often have no extension)."""
+    """Every regular file under `src` that could be DICOM (DICOM files often have no extension): hidden files and the
+    SKIP_SUFFIXES label/metadata files (`.xml.gz` through `.gz`) are left out before any read."""
     return sorted(
         p for p in src.rglob("*")
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in SKIP_SUFFIXES
@@ -36,17 +40,19 @@ def candidate_files(src: Path) -> list[Path]:
 def header_row(path: Path, root: Path, salt: str | None = None) -> dict:
     """One index row from a file's header; raises DicomReadError for files that cannot be used.
 
-    `path` and `relpath` are the file's own (the index stays local: only it keeps them); `safe_relpath` is the
-    relative path with the patient's folders replaced by the patient hash (`ids.safe_relpath`), the only path
-    that later steps write out.
+    `path`, `relpath` and the raw UIDs (`study_uid`, `series_uid`, `sop_uid`) are the file's own: the index stays
+    local, and only it keeps them, to go back to the files. What later steps write out is derived: `image_id` is
+    the salted hash of the SOP Instance UID (of the relative path when there is none; some archives embed the
+    patient id in their UIDs), `exam_id` and `patient_id` hashes too, and `safe_relpath` the relative path with the
+    patient's folders replaced by the patient hash (`ids.safe_relpath`).
     """
     salt = resolve_salt(salt)
     img = read_dicom(path, pixels=False, salt=salt, keep_ids=True)
     spacing = img.spacing_mm
     rel = str(path.relative_to(root))
-    safe = safe_relpath(rel, img.patient_id, salt, img.accession_number)
+    safe = safe_relpath(rel, img.patient_id, salt, img.accession_number, img.study_uid, img.series_uid, img.sop_uid)
     return {
-        "image_id": img.sop_uid or safe,  # written out downstream: never the raw path
+        "image_id": hash_id(img.sop_uid or rel, salt),  # written out downstream: never a raw UID or path
         "path": str(path.resolve()),
         "relpath": rel,
         "safe_relpath": safe,

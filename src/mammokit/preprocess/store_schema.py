@@ -36,7 +36,7 @@ from mammokit.preprocess.geometry import TransformRecord
 from mammokit.preprocess.patches import PatchIndex
 from mammokit.preprocess.stats import PERCENTILES, IntensityStats, percentile_key
 
-ROW_SCHEMA = "mammokit-store-row/2"  # /2: no raw `path`, a `safe_relpath` instead
+ROW_SCHEMA = "mammokit-store-row/3"  # /2: no raw `path`, a `safe_relpath` instead; /3: no raw UIDs, hashed image_id
 REBUILD = ("re-run `mammokit preprocess` to rebuild it, into a fresh store or into this one "
            "(records of an older schema are redone)")
 
@@ -145,11 +145,10 @@ def _stat_columns() -> tuple[Column, ...]:
 
 
 COLUMNS: tuple[Column, ...] = (
-    _carried("image_id", "str", "the image's id: SOP Instance UID, else its path in the archive", required=True),
+    _carried("image_id", "str", "salted hash of the SOP Instance UID (else of the file's path): the raw UIDs stay in "
+             "the local index", required=True),
     _carried("patient_id", "str", "salted hash of the patient"),
     _carried("exam_id", "str", "salted hash of the study (one exam)"),
-    _carried("study_uid", "str", "Study Instance UID"),
-    _carried("sop_uid", "str", "SOP Instance UID"),
     _carried("safe_relpath", "str", "the original's path under the dataset root, patient-named folders replaced by "
              "the patient hash (raw paths stay in the index: `preprocess.sources`)"),
     Column("laterality", "str", "L or R: the index's, else the header's, else read from the image", nullable=True,
