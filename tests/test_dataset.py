@@ -84,10 +84,27 @@ def test_missing_view_is_masked_and_empty(synth_store, table):
     assert (item["images"][0] != 0).any() and (item["images"][3] != 0).any()
 
 
+def test_views_other_than_cc_and_mlo_fill_no_slot_and_are_counted(synth_store, table):
+    """An ML (a supplementary lateral: same view group as MLO) never takes the MLO slot, even when its id sorts
+    first; an AT and an image without laterality are left out too, each counted by reason."""
+    exam = sorted(table["exam_id"].unique())[2]
+    rows = table[table["exam_id"] == exam]
+    mlo = rows[(rows["laterality"] == "L") & (rows["view"] == "MLO")].iloc[0]
+    extra = pd.DataFrame([mlo.to_dict() | {"image_id": "0" + mlo["image_id"], "view": "ML"},
+                          mlo.to_dict() | {"image_id": "00" + mlo["image_id"], "view": "AT", "view_group": "OTHER"},
+                          mlo.to_dict() | {"image_id": "000" + mlo["image_id"], "laterality": None}])
+    ds = make(pd.concat([table, extra], ignore_index=True), synth_store.store)
+    item = next(ds[i] for i in range(len(ds)) if ds.items[i]["exam_id"] == exam)
+    assert item["image_ids"][VIEW_SLOTS.index(("L", "MLO"))] == mlo["image_id"]
+    assert ds.left_out == {"no laterality": 1, "view AT is not CC/MLO": 1, "view ML is not CC/MLO": 1}
+    assert len(ds) == table["exam_id"].nunique()
+
+
 def test_breast_and_exam_labels_match_labels_csv(synth_store, table):
     labels = pd.read_csv(synth_store.raw / "labels.csv")
     truth = {(r.study_uid, r.laterality): int(r.cancer) for r in labels.itertuples()}
-    study = table.groupby("exam_id")["study_uid"].first()
+    uids = pd.read_parquet(synth_store.index, columns=["image_id", "study_uid"])  # raw UIDs: in the index only
+    study = table.merge(uids, on="image_id").groupby("exam_id")["study_uid"].first()
     ds = make(table, synth_store.store)
     seen = {0: 0, 1: 0}
     for i in range(len(ds)):

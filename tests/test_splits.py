@@ -93,3 +93,60 @@ def test_bad_arguments_are_named() -> None:
     broken.loc[3, "cancer"] = np.nan
     with pytest.raises(ValueError, match="missing values"):
         patient_kfold(broken, 3, patient_col="patient", label_col="cancer")
+
+
+def official_table(n_patients: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Two exams per patient, four images each, as a store's table; an adapter's official train/test split, one
+    patient whose second exam the dataset published in its test split, and one unlabelled patient."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        official = "test" if p % 5 == 0 else "train"
+        for e in range(2):
+            group = "test" if p == 1 and e == 1 else official
+            for i in range(4):
+                rows.append({"patient_id": f"P{p:04d}", "exam_id": f"P{p:04d}-E{e}", "image_id": f"P{p}-{e}-{i}",
+                             "cancer": float(rng.random() < 0.2), "site": "A", "split_group": group})
+    rows.append({"patient_id": "UNL", "exam_id": "UNL-E0", "image_id": "u", "cancer": np.nan, "site": "A",
+                 "split_group": None})
+    return pd.DataFrame(rows)
+
+
+def test_the_official_split_is_kept_and_val_is_carved_from_its_train_patients() -> None:
+    from mammokit.training.datamodule import with_splits
+
+    table = official_table()
+    out = with_splits(table, seed=0, fractions={"train": 0.8, "val": 0.2})
+    check_patient_disjoint(out, split_col="split", patient_col="patient_id")
+    test_patients = set(table.loc[table["split_group"] == "test", "patient_id"])
+    assert set(out.loc[out["split"] == "test", "patient_id"]) == test_patients  # P0001 too: its test exam wins
+    train_side = out[~out["patient_id"].isin(test_patients)]
+    assert set(train_side["split"]) == {"train", "val"}
+    share = train_side.drop_duplicates("patient_id")["split"].value_counts(normalize=True)["val"]
+    assert abs(share - 0.2) < 0.02
+    assert out.loc[out["patient_id"] == "UNL", "split"].isin(["train", "val"]).all()
+    random = with_splits(table, seed=0, source="random")
+    assert (random["split"] == "test").sum() == 0  # the 80/20 default has no test: the official one was ignored
+
+
+def test_synth_fold_numbers_are_not_an_official_split() -> None:
+    from mammokit.training.datamodule import official_splits, with_splits
+
+    table = official_table().assign(split_group=lambda t: t.index % 5)
+    assert official_splits(table) is None
+    with pytest.raises(ValueError, match="no official split"):
+        with_splits(table, seed=0, source="official")
+
+
+def test_folds_leave_the_official_test_patients_out() -> None:
+    from mammokit.training.config import TrainConfig
+    from mammokit.training.run import fold_tables
+
+    table = official_table()
+    test_patients = set(table.loc[table["split_group"] == "test", "patient_id"])
+    tables = fold_tables(TrainConfig(), 3, table)
+    for fold in tables:
+        check_patient_disjoint(fold, split_col="split", patient_col="patient_id")
+        assert set(fold.loc[fold["split"] == "test", "patient_id"]) == test_patients
+    val = [set(f.loc[f["split"] == "val", "patient_id"]) for f in tables]
+    assert not (val[0] & val[1]) and not (val[0] | val[1] | val[2]) & test_patients

@@ -15,6 +15,7 @@ MLO never mixed) → area-downscale to the global input.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from mammokit.data.augment import Augment, item_rng
 from mammokit.errors import InvalidInputError
 from mammokit.preprocess.store import read_image
 from mammokit.preprocess.store_schema import row_lesions
+
+log = logging.getLogger("mammokit.data")
 
 VIEW_SLOTS: tuple[tuple[str, str], ...] = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
 LEVELS = ("exam", "breast", "view")
@@ -69,12 +72,34 @@ def robust_scale(p1: float, p99: float, std: float) -> float:
     return float(spread if spread > 0 else max(std, 1e-6))
 
 
-def view_slot(laterality: str | None, view_group: str | None) -> int | None:
-    """Index in VIEW_SLOTS, or None for views that are not CC/MLO or have no laterality."""
+def view_slot(laterality: str | None, view: str | None) -> int | None:
+    """Index in VIEW_SLOTS of a standard CC or MLO view (the `view` code, not its group), or None.
+
+    Only the two screening views fill the slots. The others (ML, LM, LMO, XCCL, XCCM, FB, AT, ...) are
+    supplementary or reverse projections: a model trained on CC/MLO has not learned them, and an exam holding both
+    an MLO and an ML would otherwise fill the slot with whichever sorts first. They stay in the index and the store.
+    """
     try:
-        return VIEW_SLOTS.index((str(laterality), str(view_group)))
+        return VIEW_SLOTS.index((str(laterality), str(view or "").strip().upper()))
     except ValueError:
         return None
+
+
+def slot_exclusions(table: pd.DataFrame) -> dict[str, int]:
+    """Why rows of `table` fill no slot, counted: "view <code> is not CC/MLO", "no laterality", "no view"."""
+    reasons: dict[str, int] = {}
+    for lat, view in zip(table["laterality"], table["view"], strict=True):
+        code = str(view or "").strip().upper()
+        if lat not in ("L", "R"):
+            reason = "no laterality"
+        elif not code:
+            reason = "no view"
+        elif code not in ("CC", "MLO"):
+            reason = f"view {code} is not CC/MLO"
+        else:
+            continue
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return dict(sorted(reasons.items()))
 
 
 class ExamDataset(Dataset):
@@ -128,8 +153,12 @@ class ExamDataset(Dataset):
     def _build_items(self) -> list[dict[str, Any]]:
         """Group rows into items: lists of (slot, row index) plus labels and ids."""
         t = self.table
-        slots = [view_slot(lat, vg) for lat, vg in zip(t["laterality"], t["view_group"], strict=True)]
+        slots = [view_slot(lat, v) for lat, v in zip(t["laterality"], t["view"], strict=True)]
         t = t.assign(slot_idx=slots)
+        self.left_out = slot_exclusions(t)
+        if self.left_out:
+            log.info("%d image(s) fill no view slot: %s", sum(self.left_out.values()),
+                     ", ".join(f"{k}: {n}" for k, n in self.left_out.items()))
         items: list[dict[str, Any]] = []
         if self.level == "view":
             for i, row in t.iterrows():
@@ -145,6 +174,9 @@ class ExamDataset(Dataset):
                 continue
             breasts = {lat: _label(grp["cancer"].iloc[0]) for lat, grp in usable.groupby("laterality")}
             first_per_slot = usable.drop_duplicates("slot_idx")
+            if len(first_per_slot) < len(usable):  # e.g. a repeated exposure: one image per slot, the first by id
+                key = "another image of the exam fills its slot"
+                self.left_out[key] = self.left_out.get(key, 0) + len(usable) - len(first_per_slot)
             pid = usable["patient_id"].iloc[0]
             if self.level == "exam":
                 items.append({"rows": [(int(r.slot_idx), int(r.Index)) for r in first_per_slot.itertuples()],

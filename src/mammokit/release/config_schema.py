@@ -103,6 +103,8 @@ class TrainingCard(_Section):
     vendors: list[str] = Field(default_factory=list)
     spacing_mm: float | None = None  # median stored pixel spacing of the training images
     film_images: int | None = None  # scanned-film training images (read by predict's film warning)
+    images_left_out: dict[str, int] = Field(default_factory=dict)  # training images in no view slot, by reason
+    split_source: str | None = None  # where train/val/test came from: the dataset's official split, or random
     stages: dict[str, StageSummary] = Field(default_factory=dict)
     initial_weights: dict[str, str] = Field(default_factory=dict)  # keyword -> "file:..." / "timm:..."
     hardware: str | None = None

@@ -21,6 +21,10 @@ class DataConfig(StrictModel):
     normalization: Literal["image", "view_group"] = "image"
     train_split: str = "train"
     val_split: str = "val"
+    # where `split` comes from when the store has none: the dataset's official split (`split_group` train / val /
+    # test) with val carved out of train by patient, a random patient-level split, or auto (official when present)
+    split_source: Literal["auto", "official", "random"] = "auto"
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # share of the (official) train patients held out for validation
     batch_size: int = Field(4, ge=1)
     num_workers: int = Field(0, ge=0)
     # fraction of positive cases per epoch at the start (case-level sampling), linearly scheduled to

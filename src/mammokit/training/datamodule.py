@@ -21,16 +21,59 @@ from mammokit.training.config import DataConfig
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.2}
 
 
-def with_splits(table: pd.DataFrame, *, seed: int, fractions: dict[str, float] | None = None) -> pd.DataFrame:
-    """Add a `split` column by patient (stratified by cancer and site) unless the table already has one."""
+OFFICIAL_SPLITS = ("train", "val", "test")  # the adapters' `split_group` vocabulary, most held-out last
+SPLIT_SOURCES = ("auto", "official", "random")
+
+
+def official_splits(table: pd.DataFrame) -> pd.Series | None:
+    """Each row's official split from `split_group` (train / val / test, as the dataset adapters write it), spread
+    to every row of the patient (the most held-out one wins); None when the table has no such split."""
+    if "split_group" not in table.columns:
+        return None
+    group = table["split_group"].astype(object).where(table["split_group"].isin(OFFICIAL_SPLITS), None)
+    if group.isna().all() or table["split_group"].dropna().astype(str).isin(OFFICIAL_SPLITS).mean() < 1:
+        return None  # absent, or another grouping (e.g. synth's fold numbers)
+    rank = group.map({s: i for i, s in enumerate(OFFICIAL_SPLITS)})
+    per_patient = rank.groupby(table["patient_id"]).transform("max")
+    return per_patient.map(dict(enumerate(OFFICIAL_SPLITS)))
+
+
+def with_splits(table: pd.DataFrame, *, seed: int, fractions: dict[str, float] | None = None,
+                source: str = "auto") -> pd.DataFrame:
+    """Add a `split` column by patient unless the table already has one.
+
+    `source` "official" keeps the dataset's own split (`split_group`: train / val / test) and, when it has no val,
+    carves the validation patients out of its train patients (`fractions`, stratified by cancer and site); "random"
+    splits every patient that way; "auto" is "official" when the table has an official split, else "random".
+    Patients without an official split (unlabelled images) are split like the train patients.
+    """
+    if source not in SPLIT_SOURCES:
+        raise InvalidInputError(f"split source {source!r}: choose from {', '.join(SPLIT_SOURCES)}")
     if "split" in table.columns and table["split"].notna().all():
         return table
+    official = official_splits(table) if source != "random" else None
+    if source == "official" and official is None:
+        raise InvalidInputError("data.split_source=official, but the store has no official split (split_group "
+                                "train / val / test from a dataset adapter)")
+    fractions = dict(fractions or DEFAULT_FRACTIONS)
+    if official is not None and (official == "val").any():
+        fractions = {"train": 1.0}  # the dataset's own val is used as it is
+    split = pd.Series(official if official is not None else None, index=table.index, dtype=object)
+    free = split.isna() | (split == "train")
+    if free.any():
+        split[free] = _random_splits(table[free], seed=seed, fractions=fractions).to_numpy()
+    return table.assign(split=split.to_numpy())
+
+
+def _random_splits(table: pd.DataFrame, *, seed: int, fractions: dict[str, float]) -> pd.Series:
+    """Patient-level split of `table`'s rows, stratified by exam cancer label and site."""
+    if len(fractions) == 1:
+        return pd.Series(next(iter(fractions)), index=table.index)
     exam_label = table.groupby("exam_id")["cancer"].transform(lambda s: float((s == 1).any()))
     work = table.assign(_exam_label=exam_label.fillna(0).astype(int))
     site = "site" if "site" in work.columns and work["site"].notna().all() else None
-    split = assign_splits(work, patient_col="patient_id", label_col="_exam_label", site_col=site,
-                          fractions=fractions or DEFAULT_FRACTIONS, seed=seed)
-    return table.assign(split=split.values)
+    return assign_splits(work, patient_col="patient_id", label_col="_exam_label", site_col=site, fractions=fractions,
+                         seed=seed)
 
 
 def unique_items(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mammokit.config import dump_config
+from mammokit.data.dataset import slot_exclusions
 from mammokit.data.splits import patient_kfold
 from mammokit.errors import InvalidInputError
 from mammokit.io import atomic_write, atomic_write_text, remove_temp_files
@@ -36,7 +37,7 @@ from mammokit.release.model import architecture, is_weight_source, load_released
 from mammokit.release.store_table import load_store_table
 from mammokit.reuse import OVERWRITE_HINT, config_changes, summarize
 from mammokit.training.config import StageConfig, TrainConfig
-from mammokit.training.datamodule import MammoDataModule, with_splits
+from mammokit.training.datamodule import MammoDataModule, official_splits, with_splits
 from mammokit.training.module import MammoModule, check_prefixes
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,9 @@ def release_config(cfg: TrainConfig, table: pd.DataFrame, history: dict[str, Any
             "images": len(train), "sites": sorted(map(str, train.get("site", pd.Series(dtype=str)).dropna().unique())),
             "vendors": sorted(map(str, train.get("manufacturer", pd.Series(dtype=str)).dropna().unique())),
             "spacing_mm": float(train["spacing_mm"].median()) if "spacing_mm" in train else None,
+            "images_left_out": slot_exclusions(train) if {"laterality", "view"} <= set(train.columns) else {},
+            "split_source": "official" if cfg.data.split_source != "random" and official_splits(table) is not None
+            else "random",
             "stages": history,
             "initial_weights": {k: v for k, v in cfg.model.kwargs.items() if is_weight_source(k) and v},
             "hardware": hardware(cfg.trainer.accelerator),
@@ -321,7 +325,9 @@ def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: lis
     run_dir = Path(cfg.runs_dir) / cfg.name
     prepare_run_folder(cfg, run_dir, overwrite=overwrite)
     dump_config(cfg, run_dir / "config.yaml")
-    table = with_splits(load_store_table(cfg.data.store) if table is None else table, seed=cfg.seed)
+    table = with_splits(load_store_table(cfg.data.store) if table is None else table, seed=cfg.seed,
+                        fractions={"train": 1 - cfg.data.val_fraction, "val": cfg.data.val_fraction},
+                        source=cfg.data.split_source)
     splits = table[["exam_id", "patient_id", "split"]].drop_duplicates("exam_id")
     atomic_write(run_dir / "splits.csv", lambda tmp: splits.to_csv(tmp, index=False))
     log.info("training %s on %s, precision %s", cfg.name, hardware(cfg.trainer.accelerator),
@@ -336,17 +342,21 @@ def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: lis
     return run_dir
 
 
-def fold_tables(cfg: TrainConfig, folds: int) -> list[pd.DataFrame]:
-    """The store's table once per patient-level fold, with that fold as `val` and the rest as `train`."""
-    table = load_store_table(cfg.data.store)
-    exam_label = table.groupby("exam_id")["cancer"].transform(lambda s: float((s == 1).any())).fillna(0)
-    work = table.assign(_y=exam_label.astype(int))
+def fold_tables(cfg: TrainConfig, folds: int, table: pd.DataFrame | None = None) -> list[pd.DataFrame]:
+    """The store's table (or `table`) once per patient-level fold, with that fold as `val` and the rest as `train`;
+    the patients of an official test split (`official_splits`) stay `test` and in no fold."""
+    table = load_store_table(cfg.data.store) if table is None else table
+    official = official_splits(table) if cfg.data.split_source != "random" else None
+    held_out = (official == "test") if official is not None else pd.Series(False, index=table.index)
+    pool = table[~held_out]
+    exam_label = pool.groupby("exam_id")["cancer"].transform(lambda s: float((s == 1).any())).fillna(0)
+    work = pool.assign(_y=exam_label.astype(int))
     site = "site" if "site" in work.columns and work["site"].notna().all() else None
     out = []
     for _, val_idx in patient_kfold(work, folds, patient_col="patient_id", label_col="_y", site_col=site,
                                     seed=cfg.seed):
-        split = pd.Series(cfg.data.train_split, index=table.index)
-        split.iloc[val_idx] = cfg.data.val_split
+        split = pd.Series(cfg.data.train_split, index=table.index).where(~held_out, "test")
+        split[pool.index[val_idx]] = cfg.data.val_split
         out.append(table.assign(split=split.values))
     return out
 
