@@ -116,7 +116,7 @@ def test_the_official_split_is_kept_and_val_is_carved_from_its_train_patients() 
     from mammokit.training.datamodule import with_splits
 
     table = official_table()
-    out = with_splits(table, seed=0, fractions={"train": 0.8, "val": 0.2})
+    out = with_splits(table, seed=0, val_fraction=0.2, test_fraction=0.3)  # test_fraction: the official test wins
     check_patient_disjoint(out, split_col="split", patient_col="patient_id")
     test_patients = set(table.loc[table["split_group"] == "test", "patient_id"])
     assert set(out.loc[out["split"] == "test", "patient_id"]) == test_patients  # P0001 too: its test exam wins
@@ -127,6 +127,10 @@ def test_the_official_split_is_kept_and_val_is_carved_from_its_train_patients() 
     assert out.loc[out["patient_id"] == "UNL", "split"].isin(["train", "val"]).all()
     random = with_splits(table, seed=0, source="random")
     assert (random["split"] == "test").sum() == 0  # the 80/20 default has no test: the official one was ignored
+    internal = with_splits(table.drop(columns="split_group"), seed=0, val_fraction=0.2, test_fraction=0.15)
+    check_patient_disjoint(internal, split_col="split", patient_col="patient_id")
+    shares = internal.drop_duplicates("patient_id")["split"].value_counts(normalize=True)
+    assert abs(shares["test"] - 0.15) < 0.02 and abs(shares["val"] - 0.2) < 0.02
 
 
 def test_synth_fold_numbers_are_not_an_official_split() -> None:

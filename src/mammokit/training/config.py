@@ -25,6 +25,9 @@ class DataConfig(StrictModel):
     # test) with val carved out of train by patient, a random patient-level split, or auto (official when present)
     split_source: Literal["auto", "official", "random"] = "auto"
     val_fraction: float = Field(0.2, gt=0, lt=1)  # share of the (official) train patients held out for validation
+    # share of the patients held out as an internal test set (`evaluate --split test`) when the dataset has no
+    # official split; ignored when it has one (its test split is used)
+    test_fraction: float = Field(0.0, ge=0, lt=1)
     batch_size: int = Field(4, ge=1)
     num_workers: int = Field(0, ge=0)
     # fraction of positive cases per epoch at the start (case-level sampling), linearly scheduled to

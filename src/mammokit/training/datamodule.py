@@ -18,9 +18,6 @@ from mammokit.data.splits import assign_splits
 from mammokit.errors import InvalidInputError
 from mammokit.training.config import DataConfig
 
-DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.2}
-
-
 OFFICIAL_SPLITS = ("train", "val", "test")  # the adapters' `split_group` vocabulary, most held-out last
 SPLIT_SOURCES = ("auto", "official", "random")
 
@@ -38,26 +35,34 @@ def official_splits(table: pd.DataFrame) -> pd.Series | None:
     return per_patient.map(dict(enumerate(OFFICIAL_SPLITS)))
 
 
-def with_splits(table: pd.DataFrame, *, seed: int, fractions: dict[str, float] | None = None,
+def with_splits(table: pd.DataFrame, *, seed: int, val_fraction: float = 0.2, test_fraction: float = 0.0,
                 source: str = "auto") -> pd.DataFrame:
     """Add a `split` column by patient unless the table already has one.
 
     `source` "official" keeps the dataset's own split (`split_group`: train / val / test) and, when it has no val,
-    carves the validation patients out of its train patients (`fractions`, stratified by cancer and site); "random"
-    splits every patient that way; "auto" is "official" when the table has an official split, else "random".
-    Patients without an official split (unlabelled images) are split like the train patients.
+    carves `val_fraction` of its train patients out as validation (stratified by cancer and site); "random" splits
+    every patient into train / val / test (`test_fraction` of them held out as an internal test set, none by
+    default); "auto" is "official" when the table has an official split, else "random". Patients without an
+    official split (unlabelled images) are split like the train patients.
     """
     if source not in SPLIT_SOURCES:
         raise InvalidInputError(f"split source {source!r}: choose from {', '.join(SPLIT_SOURCES)}")
+    if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise InvalidInputError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: need shares in (0, 1) "
+                                "that leave patients to train on")
     if "split" in table.columns and table["split"].notna().all():
         return table
     official = official_splits(table) if source != "random" else None
     if source == "official" and official is None:
         raise InvalidInputError("data.split_source=official, but the store has no official split (split_group "
                                 "train / val / test from a dataset adapter)")
-    fractions = dict(fractions or DEFAULT_FRACTIONS)
-    if official is not None and (official == "val").any():
+    if official is None:
+        fractions = {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    elif (official == "val").any():
         fractions = {"train": 1.0}  # the dataset's own val is used as it is
+    else:
+        fractions = {"train": 1 - val_fraction, "val": val_fraction}
+    fractions = {k: v for k, v in fractions.items() if v > 0}
     split = pd.Series(official if official is not None else None, index=table.index, dtype=object)
     free = split.isna() | (split == "train")
     if free.any():

@@ -326,7 +326,7 @@ def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: lis
     prepare_run_folder(cfg, run_dir, overwrite=overwrite)
     dump_config(cfg, run_dir / "config.yaml")
     table = with_splits(load_store_table(cfg.data.store) if table is None else table, seed=cfg.seed,
-                        fractions={"train": 1 - cfg.data.val_fraction, "val": cfg.data.val_fraction},
+                        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
                         source=cfg.data.split_source)
     splits = table[["exam_id", "patient_id", "split"]].drop_duplicates("exam_id")
     atomic_write(run_dir / "splits.csv", lambda tmp: splits.to_csv(tmp, index=False))
