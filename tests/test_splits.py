@@ -154,3 +154,16 @@ def test_folds_leave_the_official_test_patients_out() -> None:
         assert set(fold.loc[fold["split"] == "test", "patient_id"]) == test_patients
     val = [set(f.loc[f["split"] == "val", "patient_id"]) for f in tables]
     assert not (val[0] & val[1]) and not (val[0] | val[1] | val[2]) & test_patients
+
+
+def test_folds_hold_the_internal_test_patients_out_too() -> None:
+    from mammokit.training.config import TrainConfig
+    from mammokit.training.run import fold_tables
+
+    table = official_table().drop(columns="split_group")
+    cfg = TrainConfig.model_validate({"data": {"test_fraction": 0.2}})
+    tables = fold_tables(cfg, 4, table)
+    test = [set(f.loc[f["split"] == "test", "patient_id"]) for f in tables]
+    assert test[0] and all(t == test[0] for t in test)
+    assert abs(len(test[0]) / table["patient_id"].nunique() - 0.2) < 0.02
+    assert not set().union(*(set(f.loc[f["split"] == "val", "patient_id"]) for f in tables)) & test[0]

@@ -123,6 +123,10 @@ def test_ensemble_releases_the_mean_of_its_members(tiny_config, synth_store):
     torch.testing.assert_close(out.breast_logits, (breast[0] + breast[1]) / 2, rtol=0, atol=1e-6)
     torch.testing.assert_close(out.member_exam_logits, torch.stack(logits), rtol=0, atol=1e-6)
     assert yaml.safe_load((base / "seed-1" / "config.yaml").read_text())["seed"] == 1
+    # the members share one split, and the ensemble's splits.csv marks every exam a member saw as trained on
+    member_splits = [pd.read_csv(base / f"seed-{s}" / "splits.csv") for s in (0, 1)]
+    pd.testing.assert_frame_equal(*member_splits)
+    assert set(pd.read_csv(base / "splits.csv")["split"]) == {"train"}
 
 
 @pytest.mark.parametrize(("strategy", "devices", "nodes", "want"), [

@@ -270,8 +270,9 @@ def _label(row: pd.Series) -> str:
 
 
 def _image_hash(row: pd.Series | dict[str, Any]) -> str:
-    """The image's id: already the salted hash of its SOP Instance UID (`datasets.index.header_row`)."""
-    return str(row.get("image_id") or "unknown")
+    """The image's id (a table row, or a row looked up by id: its name): already the salted hash of its SOP Instance
+    UID (`datasets.index.header_row`)."""
+    return str(row.get("image_id") or getattr(row, "name", None) or "unknown")
 
 
 def _heatmaps(model: torch.nn.Module, batch: dict[str, Any], out: ModelOutput, kind: str,

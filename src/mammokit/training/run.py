@@ -325,9 +325,7 @@ def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: lis
     run_dir = Path(cfg.runs_dir) / cfg.name
     prepare_run_folder(cfg, run_dir, overwrite=overwrite)
     dump_config(cfg, run_dir / "config.yaml")
-    table = with_splits(load_store_table(cfg.data.store) if table is None else table, seed=cfg.seed,
-                        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
-                        source=cfg.data.split_source)
+    table = split_table(cfg, table)
     splits = table[["exam_id", "patient_id", "split"]].drop_duplicates("exam_id")
     atomic_write(run_dir / "splits.csv", lambda tmp: splits.to_csv(tmp, index=False))
     log.info("training %s on %s, precision %s", cfg.name, hardware(cfg.trainer.accelerator),
@@ -342,12 +340,18 @@ def train(cfg: TrainConfig, table: pd.DataFrame | None = None, *, callbacks: lis
     return run_dir
 
 
+def split_table(cfg: TrainConfig, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The store's table (or `table`) with the run's `split` column, as `data` configures it (`with_splits`)."""
+    table = load_store_table(cfg.data.store) if table is None else table
+    return with_splits(table, seed=cfg.seed, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+                       source=cfg.data.split_source)
+
+
 def fold_tables(cfg: TrainConfig, folds: int, table: pd.DataFrame | None = None) -> list[pd.DataFrame]:
     """The store's table (or `table`) once per patient-level fold, with that fold as `val` and the rest as `train`;
-    the patients of an official test split (`official_splits`) stay `test` and in no fold."""
-    table = load_store_table(cfg.data.store) if table is None else table
-    official = official_splits(table) if cfg.data.split_source != "random" else None
-    held_out = (official == "test") if official is not None else pd.Series(False, index=table.index)
+    the test patients (an official test split, else `data.test_fraction` of the patients) stay `test`, in no fold."""
+    table = split_table(cfg, table)
+    held_out = table["split"] == "test"
     pool = table[~held_out]
     exam_label = pool.groupby("exam_id")["cancer"].transform(lambda s: float((s == 1).any())).fillna(0)
     work = pool.assign(_y=exam_label.astype(int))
@@ -365,14 +369,23 @@ def train_ensemble(cfg: TrainConfig, *, seeds: list[int] | None = None, folds: i
                    overwrite: bool = False) -> Path:
     """Train members over seeds or patient-level folds; release their logit average as one model in NAME/model.
 
-    Each member's folder is resumed, refused or (with `overwrite`) replaced as `train` does."""
+    Every member sees the same test patients: seed members share one split (made with `cfg.seed`), fold members
+    hold the same test patients out of every fold. NAME/splits.csv records them (every other exam as `train`: some
+    member trained or validated on it), so `evaluate --split test` scores the ensemble on unseen exams only. Each
+    member's folder is resumed, refused or (with `overwrite`) replaced as `train` does."""
     base = Path(cfg.runs_dir) / cfg.name
     if folds:
-        jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/fold-{k}"}), t)
-                for k, t in enumerate(fold_tables(cfg, folds))]
+        tables = fold_tables(cfg, folds)
+        jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/fold-{k}"}), t) for k, t in enumerate(tables)]
     else:
-        jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/seed-{s}", "seed": s}), None)
+        shared = split_table(cfg)
+        tables = [shared]
+        jobs = [(cfg.model_copy(deep=True, update={"name": f"{cfg.name}/seed-{s}", "seed": s}), shared)
                 for s in (seeds or [cfg.seed])]
+    seen = tables[0].assign(split=tables[0]["split"].where(tables[0]["split"] == "test", cfg.data.train_split))
+    base.mkdir(parents=True, exist_ok=True)
+    atomic_write(base / "splits.csv", lambda tmp: seen[["exam_id", "patient_id", "split"]].drop_duplicates(
+        "exam_id").to_csv(tmp, index=False))
     run_dirs = [train(member, table, overwrite=overwrite) for member, table in jobs]
     loaded = [load_released(d / "model") for d in run_dirs]
     ensemble = EnsembleModel([m for m, _ in loaded])
