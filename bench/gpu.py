@@ -10,7 +10,10 @@ bf16-capable GPU). Then eval-mode forward passes: plain and with dropout on (one
 - ``mv_r18_1024``: four-view GMIC with ResNet-18 global and local nets at 1024x640 per view, K=6 crops of 256,
   batch 8;
 - ``gmic_full``: the single-view GMIC full preset at 2944x1920 (GMIC's own input size), batch 4, with and without
-  gradient checkpointing.
+  gradient checkpointing;
+- ``recipe_effb3_2048``: the GPU recipes' model (configs/recipes/train_*.yaml): four-view GMIC, EfficientNet-B3 global
+  network on 2048x1280 views with gradient checkpointing, ResNet-34 on K=6 crops of 256, batch 4 exams (one GPU's
+  batch in the recipes).
 
 Usage: ``python bench/gpu.py [--steps 10] [--only demo,gmic_full]``
 """
@@ -32,6 +35,12 @@ CONFIGS = {
                                 patch_size=256, num_patches=6)),
     "gmic_full": dict(name="gmic", batch=4, kw=dict(preset="full")),
     "gmic_full_grad_ckpt": dict(name="gmic", batch=4, kw=dict(preset="full", grad_checkpointing=True)),
+    "recipe_effb3_2048": dict(name="multiview_gmic", batch=4,
+                              kw=dict(preset="full", global_backbone="efficientnet_b3", local_backbone="resnet34",
+                                      image_size=[2048, 1280], patch_size=256, num_patches=6, top_t=0.02,
+                                      grad_checkpointing=True, channels_last=True,
+                                      backbone_kwargs={"drop_path_rate": 0.1}, breast_fusion="attention",
+                                      exam_pool="max", dropout=0.2)),
 }
 
 

@@ -153,7 +153,8 @@ def _require_images(result: IndexResult, src: Path) -> None:
 def preprocess(
     index_path: Annotated[Path, typer.Argument(metavar="IMAGES_PARQUET", help="The index from `mammokit index`.")],
     out: Annotated[Path, typer.Option(help="Store folder.")] = Path("store"),
-    config: Annotated[Path | None, typer.Option(help="preprocess.yaml (see configs/preprocess.yaml).")] = None,
+    config: Annotated[Path | None, typer.Option(help="preprocess.yaml (see configs/preprocess.yaml), or "
+                                                     "recipe:NAME (configs/recipes/).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
     workers: Annotated[int, typer.Option(help="Local worker processes.", callback=_processes)] = 1,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address (runs on that cluster).")] = None,
@@ -164,8 +165,9 @@ def preprocess(
     from mammokit.config import load_config
     from mammokit.preprocess.config import PreprocessConfig
     from mammokit.preprocess.pipeline import run_pipeline
+    from mammokit.recipes import resolve_config
 
-    cfg = load_config(PreprocessConfig, config, set_)
+    cfg = load_config(PreprocessConfig, resolve_config(config, "preprocess"), set_)
     summary = run_pipeline(index_path, out, cfg, workers=workers, scheduler=scheduler, overwrite=overwrite)
     typer.echo(_format_summary(summary))
     _report_failures(summary, index_path, out)
@@ -219,7 +221,8 @@ def qc(
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Argument(help="Training YAML (see configs/train_demo.yaml).")] = None,
+    config: Annotated[Path | None, typer.Argument(help="Training YAML (see configs/train_demo.yaml), or recipe:NAME "
+                                                       "(configs/recipes/, e.g. recipe:rsna).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Train an ensemble over these seeds, e.g. 0,1,2.")] = None,
     folds: Annotated[int | None, typer.Option(help="Train an ensemble over K patient-level folds.")] = None,
@@ -228,11 +231,12 @@ def train(
 ) -> None:
     """Train a model from a preprocessed store; writes runs/NAME/ with logs, checkpoints and a released model."""
     from mammokit.config import load_config
+    from mammokit.recipes import resolve_config
     from mammokit.training.config import TrainConfig
     from mammokit.training.run import train as run_train
     from mammokit.training.run import train_ensemble
 
-    cfg = load_config(TrainConfig, config, set_)
+    cfg = load_config(TrainConfig, resolve_config(config, "train"), set_)
     if seeds or folds:
         seed_list = _seed_list(seeds) if seeds else None
         run_dir = train_ensemble(cfg, seeds=seed_list, folds=folds, overwrite=overwrite)
