@@ -124,6 +124,10 @@ ITEM_TAGS: dict[str, tuple[str, ...]] = {  # sequence -> the tags read in its it
     "VOILUTSequence": (),
 }
 
+# keyword -> tag number, looked up once: pydicom would translate each keyword on every access of every file
+TAG_OF: dict[str, int] = {kw: pydicom.datadict.tag_for_keyword(kw) for kw in (
+    *ESSENTIAL_TAGS, *OPTIONAL_TAGS, *ITEM_TAGS, *(k for kws in ITEM_TAGS.values() for k in kws))}
+
 ACCEPTED_MODALITY = "MG"
 PROJECTION_MODALITIES = frozenset({"DX", "CR", "RG", "DR", "OT", "SC"})  # read, with a warning
 TOMOSYNTHESIS_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.13.1.3"})
@@ -250,16 +254,17 @@ def _check_tags(ds: Any, keywords: tuple[str, ...], path: str, warnings: list[st
     """Convert each tag read_dicom uses, once, so that a damaged one is met here: an ESSENTIAL one refuses the file,
     another is dropped with a warning. Sequences keep their first MAX_ITEMS items; their items are checked too."""
     for keyword in keywords:
-        if keyword not in ds:
+        tag = TAG_OF[keyword]
+        if tag not in ds:
             continue
         problem = _tag_problem(ds, keyword)
         if problem is not None:
             if keyword in ESSENTIAL_TAGS:
                 raise DicomReadError(path, f"{where}{keyword} {problem}")
             warnings.append(f"{where}{keyword} {problem}; ignored")
-            delattr(ds, keyword)
+            del ds[tag]
         elif keyword in ITEM_TAGS:
-            element = ds[keyword]
+            element = ds[tag]
             if len(element.value) > MAX_ITEMS:
                 warnings.append(f"{where}{keyword} has {len(element.value):,} items; the first {MAX_ITEMS} are read")
                 element.value = list(element.value)[:MAX_ITEMS]
@@ -269,11 +274,12 @@ def _check_tags(ds: Any, keywords: tuple[str, ...], path: str, warnings: list[st
 
 def _tag_problem(ds: Any, keyword: str) -> str | None:
     """Why pydicom cannot give this tag's value as read_dicom needs it, or None when it can."""
+    tag = TAG_OF[keyword]
     try:
-        length = getattr(ds.get_item(keyword, keep_deferred=True), "length", 0) or 0  # raw: not converted yet
+        length = getattr(ds.get_item(tag, keep_deferred=True), "length", 0) or 0  # raw: not converted yet
         if keyword in ITEM_TAGS and MAX_SEQUENCE_BYTES < length < 0xFFFFFFFF:
             return f"holds {length:,} bytes, more than a header sequence needs"
-        element = ds[keyword]
+        element = ds[tag]
     except Exception as err:  # pydicom's conversion errors: BytesLengthException, OSError, NotImplementedError, ...
         shown = "" if keyword in IDENTIFIER_TAGS else f": {str(err)[:120]}"  # an error may quote the value
         return f"cannot be parsed ({type(err).__name__}{shown})"

@@ -136,14 +136,38 @@ def _pattern(value: str, file: bool) -> str:
     return rf"^{re.escape(value)}(?=\.[^.]*$|$)" if file else rf"^{re.escape(value)}$"
 
 
+def _names(name: str, value: str, file: bool) -> bool:
+    """Whether `name` holds `value` where `_pattern` looks (case-insensitive). ASCII is compared as strings: the
+    index calls this for every file with ids of its own, which would compile fresh regexes each time."""
+    if not (name.isascii() and value.isascii()):
+        return re.search(_pattern(value, file), name, re.IGNORECASE) is not None
+    low, v = name.lower(), value.lower()
+    if len(value) >= MIN_CONTAINED_ID:
+        return v in low
+    return low == v or (file and low.startswith(v + ".") and "." not in low[len(v) + 1:])
+
+
+def _replace(name: str, value: str, digest: str) -> str:
+    """`name` with `value` replaced by `digest` where `_pattern(value, file=True)` finds it (case-insensitive)."""
+    if not (name.isascii() and value.isascii()):
+        return re.sub(_pattern(value, True), digest, name, flags=re.IGNORECASE)
+    if len(value) < MIN_CONTAINED_ID:
+        return digest + name[len(value):] if _names(name, value, True) else name
+    low, v, out, start = name.lower(), value.lower(), [], 0
+    while (hit := low.find(v, start)) >= 0:
+        out += [name[start:hit], digest]
+        start = hit + len(v)
+    return "".join(out) + name[start:]
+
+
 def _folder(name: str, ids: dict[str, str | None]) -> str:
-    hit = next((h for v, h in ids.items() if re.search(_pattern(v, False), name, re.IGNORECASE)), None)
+    hit = next((h for v, h in ids.items() if _names(name, v, False)), None)
     return hit or name
 
 
 def _file_name(name: str, ids: dict[str, str | None]) -> str:
     for value, digest in ids.items():
-        name = re.sub(_pattern(value, True), digest or "", name, flags=re.IGNORECASE)
+        name = _replace(name, value, digest or "")
     return name
 
 
