@@ -100,8 +100,9 @@ def test_pipeline_reads_view_and_laterality_from_untagged_real_images(tmp_path) 
     summary = run_pipeline(tmp_path / "images.parquet", tmp_path / "store", cfg, progress=False)
     assert summary["failed"] == 0, pd.read_csv(tmp_path / "store" / "failures.csv").to_dict("records")
     table = pd.read_parquet(tmp_path / "store" / "preprocessed.parquet").set_index("image_id")
+    image_id = pd.read_parquet(tmp_path / "images.parquet").set_index("sop_uid")["image_id"]  # raw UIDs: index only
     for uid, (lat, view) in truth.items():
-        r = table.loc[uid]
+        r = table.loc[image_id[uid]]
         assert (r.laterality, r.laterality_source) == (lat, "content"), (uid, r.laterality_reason)
         assert r.laterality_confidence >= 0.5 and not r.orientation_ambiguous
         if view is not None:
