@@ -22,7 +22,9 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -43,28 +45,33 @@ CASES = {  # name: (preprocess spacing override, global input size, full_scale)
 }
 
 
-def build_store(root: Path, exams: int, spacing_mm: float | None) -> Path:
-    """A synthetic store at the demo's preprocessing settings (optionally another output spacing)."""
+def build_store(root: Path, exams: int, spacing_mm: float | None, *, size_scale: float = SIZE_SCALE,
+                preprocess: Path = DEMO_PREPROCESS, workers: int = 2) -> Path:
+    """A synthetic store at the demo's preprocessing settings (optionally another output spacing), or at those of the
+    `preprocess` config, from DICOMs at `size_scale` of the full detector size."""
     from mammokit.datasets.index import build_index, write_index
     from mammokit.preprocess.pipeline import run_pipeline
     from mammokit.synth import generate
 
-    generate(root / "raw", exams=exams, seed=0, size_scale=SIZE_SCALE, masks=False, prevalence=0.5, workers=2)
+    generate(root / "raw", exams=exams, seed=0, size_scale=size_scale, masks=False, prevalence=0.5, workers=workers)
     write_index(build_index(root / "raw", adapter="synth"), root / "images.parquet")
-    cfg = load_config(PreprocessConfig, DEMO_PREPROCESS)
+    cfg = load_config(PreprocessConfig, preprocess)
     if spacing_mm is not None:
         cfg = cfg.model_copy(update={"spacing_mm": spacing_mm, "global_long_side": 1024})
-    run_pipeline(root / "images.parquet", root / "store", cfg, workers=2, progress=False)
+    run_pipeline(root / "images.parquet", root / "store", cfg, workers=workers, progress=False)
     return root / "store"
 
 
 def make_loader(store: Path, size: tuple[int, int], full_scale: int, batch: int, workers: int,
-                epoch: int) -> DataLoader:
-    """The training loader of `MammoDataModule` (augmentation on), over every exam of the store."""
+                epoch: int, *, augment: Mapping[str, Any] | None = None, ratio: float = 0.5,
+                samples: int | None = None) -> DataLoader:
+    """The training loader of `MammoDataModule` (augmentation on: `augment`, default the demo's), over every exam of the
+    store; `samples` exams per epoch (default 4 per exam), positive fraction `ratio`."""
     table = pd.read_parquet(store / "preprocessed.parquet")
-    ds = ExamDataset(table, store, input_size=size, full_scale=full_scale, augment=build_augment({}), seed=0)
-    sampler = BalancedCaseSampler(ds.item_groups(), ds.item_labels(), ratio_start=0.5, num_samples=len(ds) * 4,
-                                  seed=0, with_epoch=True)
+    ds = ExamDataset(table, store, input_size=size, full_scale=full_scale, augment=build_augment(dict(augment or {})),
+                     seed=0)
+    sampler = BalancedCaseSampler(ds.item_groups(), ds.item_labels(), ratio_start=ratio,
+                                  num_samples=samples or len(ds) * 4, seed=0, with_epoch=True)
     sampler.set_epoch(epoch)
     return DataLoader(ds, sampler=sampler, batch_size=batch, collate_fn=collate, **loader_worker_kwargs(workers))
 

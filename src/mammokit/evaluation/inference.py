@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mammokit.data.augment import loader_worker_kwargs, tta_transforms
-from mammokit.data.dataset import VIEW_SLOTS, ExamDataset, collate
+from mammokit.data.dataset import ExamDataset, collate
+from mammokit.evaluation.tta_torch import slot_views, tta_batch
 from mammokit.models.contract import ModelOutput
 from mammokit.release.device import model_inputs
 
@@ -55,12 +56,11 @@ def _enable_dropout(model: nn.Module, on: bool) -> None:
 
 
 def _tta_batch(batch: dict[str, Any], index: int, n: int) -> dict[str, Any]:
-    """Apply the `index`-th test-time transform to every present view (vertical flip only on CC views)."""
+    """Apply the `index`-th test-time transform to every view of a CPU batch with NumPy/OpenCV (vertical flip only
+    on CC views); `tta_torch.tta_batch` is the same on any device."""
     images, full = batch["images"].clone(), None if batch.get("full") is None else batch["full"].clone()
     lists = {"CC": tta_transforms(n, view="CC"), "MLO": tta_transforms(n, view="MLO")}
-    for slot in range(images.shape[1]):
-        # single views carry no view type here: use the MLO list (no vertical flip), valid for every view
-        view = "CC" if images.shape[1] == 4 and VIEW_SLOTS[slot][1] == "CC" else "MLO"
+    for slot, view in enumerate(slot_views(images.shape[1])):
         transform = lists[view][index % len(lists[view])]
         for b in range(images.shape[0]):
             images[b, slot, 0] = torch.from_numpy(transform.forward(images[b, slot, 0].numpy()))
@@ -83,11 +83,17 @@ def _roll_up(out: ModelOutput) -> dict[str, np.ndarray]:
 
 
 def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4, mc_passes: int = 0,
-                  tta_passes: int = 0, num_workers: int = 0, seed: int = 0) -> InferenceResult:
-    """Plain pass (eval mode), then optional MC-dropout and TTA passes, over the whole dataset, on the model's device
-    (test-time transforms run on the CPU batch first). MC-dropout masks follow `seed` on either device."""
+                  tta_passes: int = 0, num_workers: int = 0, seed: int = 0,
+                  tta_on_device: bool | None = None) -> InferenceResult:
+    """Plain pass (eval mode), then optional MC-dropout and TTA passes, over the whole dataset, on the model's device.
+    MC-dropout masks follow `seed` on either device.
+
+    Test-time transforms run as torch ops on the model's device (`tta_torch`) when `tta_on_device`, else with
+    NumPy/OpenCV on the CPU batch; None (default) picks the device unless it is the CPU, where OpenCV is faster.
+    """
     model.eval()
     device = next(model.parameters()).device
+    on_device = device.type != "cpu" if tta_on_device is None else bool(tta_on_device)
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
                         **loader_worker_kwargs(num_workers))
@@ -101,7 +107,8 @@ def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4
         with torch.no_grad():
             for batch in loader:
                 t0 = time.perf_counter()
-                out = model(model_inputs(batch, device))
+                inputs = model_inputs(batch, device)
+                out = model(inputs)
                 logits.append(_roll_up(out))  # copies to the CPU: the GPU has finished
                 seconds["plain"] += time.perf_counter() - t0
                 sal += list(_numpy(out.saliency))
@@ -117,12 +124,14 @@ def run_inference(model: nn.Module, dataset: ExamDataset, *, batch_size: int = 4
                 t0 = time.perf_counter()
                 _enable_dropout(model, True)
                 for k in range(mc_passes):
-                    passes["mc"][k].append(_roll_up(model(model_inputs(batch, device))))
+                    passes["mc"][k].append(_roll_up(model(inputs)))
                 _enable_dropout(model, False)
                 seconds["mc"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 for k in range(tta_passes):
-                    tta_out = model(model_inputs(_tta_batch(batch, k, tta_passes), device))
+                    tta_in = tta_batch(inputs, k, tta_passes) if on_device else \
+                        model_inputs(_tta_batch(batch, k, tta_passes), device)
+                    tta_out = model(tta_in)
                     passes["tta"][k].append(_roll_up(tta_out))
                 seconds["tta"] += time.perf_counter() - t0
     finally:
