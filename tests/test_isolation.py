@@ -151,9 +151,9 @@ def test_preprocess_rows_that_crash_hang_or_panic_become_failure_rows(small_inde
     good = small_index.to_dict("records")
     bad = [{**good[0], "image_id": how, "safe_relpath": f"{how}.dcm"} for how in ("segfault", "hang", "panic")]
     rows = [bad[0], *good[:2], bad[1], *good[2:], bad[2]]
-    out = {r["image_id"]: r for r in _run_local(rows, fn, workers=2, time_limit_s=3)}
+    out = {r["image_id"]: r for r in _run_local(rows, fn, workers=2, time_limit_s=15)}
     assert {k: v.get("_failed") for k, v in out.items() if "_failed" in v} == {
-        "segfault": "worker crashed (SIGSEGV)", "hang": "timed out after 3 s", "panic": "FakePanic: decoder panicked"}
+        "segfault": "worker crashed (SIGSEGV)", "hang": "timed out after 15 s", "panic": "FakePanic: decoder panicked"}
     assert out["segfault"]["safe_relpath"] == "segfault.dcm"
     assert sorted(k for k, v in out.items() if "_failed" not in v) == sorted(small_index["image_id"])
     with pytest.raises(StoreRowError, match="breaks the store schema"):
