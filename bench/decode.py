@@ -1,18 +1,23 @@
-"""Decode speed per transfer syntax: mammokit's `read_dicom` against the open decoders it could use.
+"""Decode speed per transfer syntax: every decoder mammokit could use, and the one `read_dicom` chose.
 
-Builds a 3328x2560 14-bit synthetic mammogram (breast-shaped, smooth tissue with 1/f texture and
-quantum-like noise, so compressors do real work), writes it in each transfer syntax with
-`tests/dicom_factory.py`, and prints the median time (one thread, page-cached file) from file to
-pixel array for:
+Builds a 3328x2560 14-bit synthetic mammogram (breast-shaped, smooth tissue with 1/f texture and quantum-like
+noise, so compressors do real work), writes it in each transfer syntax with `tests/dicom_factory.py`, and times,
+round-robin (median of `--repeats`, page-cached file), from file to pixel array:
 
-- mammokit: `read_dicom(path)` (auto backend: float32, modality LUT, masking and checks included)
-- mammokit-pydicom: `read_dicom(path, backend="pydicom")`
-- pydicom: `dcmread(path).pixel_array` with pydicom's default plugins
-- imagecodecs: `dcmread` + the frame + `imagecodecs.<codec>_decode`
-- gdcm: `gdcm.ImageReader` + `GetBuffer` (stored values)
-- dicomsdl: `dicomsdl.open(path).pixelData()` (float32, rescale applied), when installed
+- each candidate decoder of the syntax: `dcmread` + the frame + `mammokit.dicom_decode._run_fast(name, ...)`, the
+  very call the auto path makes (imagecodecs codecs, pylibjpeg-openjpeg, pylibjpeg-rle, GDCM in memory), or numpy
+  for native data; plus pydicom's default plugins (`dcmread(path).pixel_array`);
+- mammokit: `read_dicom(path)` (auto backend: float32, modality LUT, masking and checks included), whose chosen
+  decoder (`MammoImage.decoder`) is printed.
 
-ratio = mammokit / fastest of the other columns. Run: `.venv/bin/python bench/decode.py [--repeats 5]`.
+Every candidate's values are checked: bit-identical to the encoded image on lossless syntaxes (a mismatch stops the
+run), the largest difference from the chosen decoder's on lossy ones. Times are wall and CPU seconds; CPU is
+`time.process_time` (every thread of the process: a decoder that runs threads, GDCM's OpenJPEG, pays for them all;
+"threads" marks one whose main thread did under 80% of it) and is what ranks, since an archive run keeps every core
+busy with one file each. ratio = the chosen decoder's CPU time / the fastest candidate's, FLAG above 1.2;
+read_dicom / fastest is printed too (it adds the float32 copy, the masking and the checks). Ends with one JSON line.
+
+Run: `.venv/bin/python bench/decode.py [--repeats 3] [--size 3328x2560]`.
 """
 
 from __future__ import annotations
@@ -23,57 +28,59 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import imagecodecs  # noqa: E402
 import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 from pydicom.encaps import get_frame  # noqa: E402
 from pydicom.uid import (  # noqa: E402
+    JPEG2000,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dicom_factory import write_test_dicom  # noqa: E402
 from mammokit.dicom import read_dicom  # noqa: E402
+from mammokit.dicom_decode import DECODERS, FrameInfo, _run_fast, library_error  # noqa: E402
 
-try:
-    import gdcm
-except ImportError:
-    gdcm = None
-try:
-    import dicomsdl
-except ImportError:
-    dicomsdl = None
-
+# label: (syntax, bits stored, lossless)
 SYNTAXES = {
-    "uncompressed": ExplicitVRLittleEndian,
-    "RLE Lossless": RLELossless,
-    "JPEG Lossless SV1": JPEGLosslessSV1,
-    "JPEG Lossless P14": JPEGLossless,
-    "JPEG-LS lossless": JPEGLSLossless,
-    "JPEG 2000 lossless": JPEG2000Lossless,
-    "JPEG Ext. 12-bit": JPEGExtended12Bit,
+    "uncompressed": (ExplicitVRLittleEndian, 14, True),
+    "RLE Lossless": (RLELossless, 14, True),
+    "JPEG Lossless SV1": (JPEGLosslessSV1, 14, True),
+    "JPEG Lossless P14": (JPEGLossless, 14, True),
+    "JPEG-LS lossless": (JPEGLSLossless, 14, True),
+    "JPEG-LS near (2)": (JPEGLSNearLossless, 14, False),
+    "JPEG 2000 lossless": (JPEG2000Lossless, 14, True),
+    "JPEG 2000 lossy": (JPEG2000, 14, False),
+    "JPEG Ext. 12-bit": (JPEGExtended12Bit, 12, False),
+    "JPEG Baseline 8-bit": (JPEGBaseline8Bit, 8, False),
 }
-IMAGECODECS = {
-    RLELossless: lambda f: np.frombuffer(imagecodecs.dicomrle_decode(f, "<u2"), "<u2"),
-    JPEGLosslessSV1: imagecodecs.ljpeg_decode,
-    JPEGLossless: imagecodecs.ljpeg_decode,
-    JPEGLSLossless: imagecodecs.jpegls_decode,
-    JPEG2000Lossless: lambda f: imagecodecs.jpeg2k_decode(f, numthreads=1),
-    JPEGExtended12Bit: imagecodecs.jpeg8_decode,
+# decoders worth measuring per kind of syntax, beyond those in mammokit's table
+CANDIDATES = {
+    "native": ("numpy",),
+    "rle": ("imagecodecs.dicomrle", "pylibjpeg-rle", "gdcm"),
+    "jpeg-lossless": ("imagecodecs.jpeg8", "imagecodecs.ljpeg", "imagecodecs.jpegsof3", "gdcm"),
+    "jpeg": ("imagecodecs.jpeg8", "gdcm"),
+    "jpegls": ("imagecodecs.jpegls", "gdcm"),
+    "jpeg2000": ("pylibjpeg-openjpeg", "imagecodecs.jpeg2k", "gdcm"),
 }
+FLAG_RATIO = 1.2
 
 
 def synthetic_mammogram(rows: int = 3328, columns: int = 2560, seed: int = 0) -> np.ndarray:
@@ -94,93 +101,113 @@ def synthetic_mammogram(rows: int = 3328, columns: int = 2560, seed: int = 0) ->
     return np.clip(noisy, 0, 2**14 - 1).astype(np.uint16)
 
 
-def median_times(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per candidate, run round-robin so background load hits every column alike."""
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+def median_times(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, ...]]:
+    """Median (wall, process CPU, main-thread CPU) seconds per candidate, run round-robin so background load hits
+    every one alike."""
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
             fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu, time.thread_time() - thread))
+    return {name: tuple(statistics.median(t[i] for t in v) for i in range(3)) for name, v in times.items()}
 
 
-def _imagecodecs(path: Path, syntax: str) -> np.ndarray:
+def _pydicom_pixels(path: Path) -> np.ndarray:
+    return pydicom.dcmread(path).pixel_array
+
+
+def _decode_file(path: Path, name: str) -> np.ndarray:
+    """File to stored values through one named decoder, the way a minimal reader would."""
     ds = pydicom.dcmread(path)
-    return IMAGECODECS[syntax](get_frame(ds.PixelData, 0, number_of_frames=1))
+    info = FrameInfo(str(ds.file_meta.TransferSyntaxUID), ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored,
+                     bool(ds.PixelRepresentation), str(ds.PhotometricInterpretation))
+    if name == "numpy":
+        return np.frombuffer(ds.PixelData, f"<u{info.bits_allocated // 8}").reshape(info.rows, info.columns)
+    arr = np.asarray(_run_fast(name, get_frame(ds.PixelData, 0, number_of_frames=1), info))
+    return arr.reshape(info.rows, info.columns)
 
 
-def _gdcm(path: Path) -> np.ndarray:
-    reader = gdcm.ImageReader()
-    reader.SetFileName(str(path))
-    if not reader.Read():
-        raise RuntimeError("gdcm cannot read")
-    image = reader.GetImage()
-    return np.frombuffer(image.GetBuffer().encode("utf-8", "surrogateescape"), "<u2")
+def _candidates(syntax: str, lossless: bool) -> tuple[str, ...]:
+    spec = DECODERS[syntax]
+    kind = "jpeg-lossless" if spec.kind == "jpeg" and lossless else spec.kind
+    return tuple(dict.fromkeys((*spec.fast, *CANDIDATES[kind])))
 
 
-def run(repeats: int, folder: Path) -> list[dict[str, object]]:
-    image = synthetic_mammogram()
-    rows = []
-    for label, syntax in SYNTAXES.items():
-        stored = image >> 2 if syntax == JPEGExtended12Bit else image
-        bits = 12 if syntax == JPEGExtended12Bit else 14
-        path = write_test_dicom(folder / f"{syntax}.dcm", stored, transfer_syntax=syntax, bits_stored=bits,
-                                quality=95)
-        expected = read_dicom(path).pixels
-        candidates: dict[str, Callable[[], object]] = {
-            "mammokit": lambda p=path: read_dicom(p).pixels,
-            "mammokit-pydicom": lambda p=path: read_dicom(p, backend="pydicom").pixels,
-            "pydicom": lambda p=path: pydicom.dcmread(p).pixel_array,
-        }
-        if syntax in IMAGECODECS:
-            candidates["imagecodecs"] = lambda p=path, s=syntax: _imagecodecs(p, s)
-        if gdcm is not None and syntax != JPEGExtended12Bit:  # file-level reader refuses 12-bit lossy here
-            candidates["gdcm"] = lambda p=path: _gdcm(p)
-        if dicomsdl is not None:
-            candidates["dicomsdl"] = lambda p=path: dicomsdl.open(str(p)).pixelData()
-        row: dict[str, object] = {"syntax": label, "MB": path.stat().st_size / 1e6}
-        working: dict[str, Callable[[], object]] = {}
-        for name, fn in candidates.items():
-            try:
-                out = np.asarray(fn()).reshape(expected.shape)  # also the warm-up
-            except Exception as err:  # a backend that cannot decode this syntax
-                row[name], row[f"{name}_note"] = None, type(err).__name__
-                continue
-            if not name.startswith("mammokit") and not np.array_equal(out, expected):
-                row[f"{name}_note"] = "differs"
-            working[name] = fn
-        row.update(median_times(working, repeats))
-        others = [v for k, v in row.items() if k in ("pydicom", "imagecodecs", "gdcm", "dicomsdl") and v]
-        row["ratio"] = row["mammokit"] / min(others) if others else None
-        rows.append(row)
-        print(_format_row(row), flush=True)
-    return rows
+def measure(label: str, syntax: str, bits: int, lossless: bool, image: np.ndarray, folder: Path,
+            repeats: int) -> dict[str, object]:
+    """Write `image` in `syntax`, check every candidate's values, time them all; one result row."""
+    stored = image >> (14 - bits)
+    path = write_test_dicom(folder / f"{syntax}.dcm", stored.astype(np.uint8 if bits <= 8 else np.uint16),
+                            transfer_syntax=syntax, bits_stored=bits, quality=95, near=2)
+    read = read_dicom(path)
+    chosen = read.decoder
+    reference = stored if lossless else read.pixels
+    if lossless and not np.array_equal(read.pixels, stored):
+        raise SystemExit(f"{label}: read_dicom differs from the encoded values")
+    row: dict[str, object] = {"syntax": label, "MB": round(path.stat().st_size / 1e6, 2), "chosen": chosen,
+                              "times": {}, "notes": {}}
+    runs: dict[str, Callable[[], object]] = {"read_dicom": lambda: read_dicom(path).pixels}
+    for name in (*_candidates(syntax, lossless), "pydicom"):
+        fn = partial(_pydicom_pixels, path) if name == "pydicom" else partial(_decode_file, path, name)
+        try:
+            out = np.asarray(fn())  # also the warm-up
+        except BaseException as err:  # a backend that cannot decode this syntax (a pyo3 panic too)
+            if not library_error(err):
+                raise
+            row["notes"][name] = f"fails: {type(err).__name__}: {str(err)[:60]}"
+            continue
+        diff = int(np.abs(out.astype(np.int64) - reference.astype(np.int64)).max())
+        if lossless and diff:
+            raise SystemExit(f"{label}: {name} differs from the encoded values by up to {diff}")
+        if diff:
+            row["notes"][name] = f"max |diff| {diff} from {chosen}"
+        runs[name] = fn
+    row["times"] = {k: tuple(round(t, 4) for t in v) for k, v in median_times(runs, repeats).items()}
+    decoders = {k: v for k, v in row["times"].items() if k != "read_dicom"}
+    fastest = min(decoders, key=lambda k: decoders[k][1])
+    row["fastest"] = fastest
+    row["ratio"] = round(decoders[chosen][1] / decoders[fastest][1], 3)  # CPU
+    row["ratio_wall"] = round(decoders[chosen][0] / min(v[0] for v in decoders.values()), 3)
+    row["read_dicom_ratio"] = round(row["times"]["read_dicom"][1] / decoders[fastest][1], 3)
+    row["flag"] = row["ratio"] > FLAG_RATIO
+    return row
 
 
-COLUMNS = ("mammokit", "mammokit-pydicom", "pydicom", "imagecodecs", "gdcm", "dicomsdl")
-
-
-def _format_row(row: dict[str, object]) -> str:
-    cells = [f"{row['syntax']:<20}", f"{row['MB']:6.1f}"]
-    for name in COLUMNS:
-        value = row.get(name)
-        note = "*" if row.get(f"{name}_note") == "differs" else ""
-        cells.append(f"{value:8.3f}{note:1}" if isinstance(value, float) else f"{'—':>8} ")
-    ratio = row["ratio"]
-    cells.append(f"{ratio:5.2f}" if isinstance(ratio, float) else "  —")
-    return " | ".join(cells)
+def _print_row(row: dict[str, object]) -> None:
+    print(f"\n{row['syntax']} ({row['MB']} MB): read_dicom chose {row['chosen']}, fastest is {row['fastest']}: "
+          f"ratio {row['ratio']:.2f} CPU ({row['ratio_wall']:.2f} wall); read_dicom / fastest "
+          f"{row['read_dicom_ratio']:.2f}" + ("  FLAG" if row["flag"] else ""))
+    for name, (wall, cpu, thread) in sorted(row["times"].items(), key=lambda kv: kv[1][1]):
+        mark = "*" if name == row["chosen"] else " "
+        notes = [row["notes"].get(name, ""), "threads" if thread < 0.8 * cpu else ""]
+        print(f"  {mark} {name:<22} {wall:7.3f} s wall {cpu:7.3f} s CPU  {' '.join(n for n in notes if n)}")
+    for name, note in row["notes"].items():
+        if name not in row["times"]:
+            print(f"    {name:<22} {note}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", default="3328x2560", help="ROWSxCOLUMNS of the synthetic image")
+    parser.add_argument("--only", nargs="*", help="syntax labels to run (default: all)")
     args = parser.parse_args()
-    print(f"3328x2560 14-bit, median of {args.repeats}, seconds; * = output differs from mammokit's stored values "
-          "(dicomsdl: float32 rescaled; fine when equal in value)")
-    print(" | ".join([f"{'syntax':<20}", f"{'MB':>6}", *[f"{c:>9}" for c in COLUMNS], "ratio"]))
+    rows, columns = (int(v) for v in args.size.split("x"))
+    print(f"{rows}x{columns}, median of {args.repeats}, file to pixels; * = read_dicom's choice; ratio = its CPU time "
+          f"/ the fastest decoder's (FLAG above {FLAG_RATIO})", flush=True)
+    image = synthetic_mammogram(rows, columns)
+    results = []
     with tempfile.TemporaryDirectory() as folder:
-        run(args.repeats, Path(folder))
+        for label, (syntax, bits, lossless) in SYNTAXES.items():
+            if args.only and label not in args.only:
+                continue
+            results.append(measure(label, syntax, bits, lossless, image, Path(folder), args.repeats))
+            _print_row(results[-1])
+            sys.stdout.flush()
+    flagged = [r["syntax"] for r in results if r["flag"]]
+    print(f"\nflagged (ratio > {FLAG_RATIO}): {', '.join(flagged) or 'none'}")
+    print(json.dumps({"size": [rows, columns], "repeats": args.repeats, "rows": results}))
 
 
 if __name__ == "__main__":

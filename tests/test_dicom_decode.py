@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from pydicom.uid import UID
@@ -9,6 +11,7 @@ from pydicom.uid import UID
 from dicom_factory import (
     JPEG2000,
     LOSSLESS_COMPRESSED,
+    LOSSY_COMPRESSED,
     NATIVE,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -76,6 +79,59 @@ def test_12bit_jpeg_extended_falls_back_to_gdcm_on_the_pydicom_path(tmp_path):
 
 
 COMPRESSED = [*LOSSLESS_COMPRESSED, JPEG2000, JPEGLSNearLossless, JPEGExtended12Bit]
+BITS = {JPEGExtended12Bit: 12, JPEGBaseline8Bit: 8}
+EXTRA = {JPEGLosslessSV1: ("imagecodecs.ljpeg",), JPEGLossless: ("imagecodecs.ljpeg",)}  # measured, not in the table
+LOSSY_TOLERANCE = {JPEGLSNearLossless: 0, JPEG2000: 1, JPEGExtended12Bit: 1, JPEGBaseline8Bit: 1}  # from the chosen
+
+
+def _installed(backend: str) -> bool:
+    module = {"pylibjpeg-rle": "rle.utils", "pylibjpeg-openjpeg": "openjpeg"}.get(backend, backend.partition(".")[0])
+    return dicom_decode._module(module) is not None
+
+
+@pytest.mark.parametrize("syntax", [*LOSSLESS_COMPRESSED, *LOSSY_COMPRESSED], ids=lambda u: UID(u).keyword)
+def test_every_backend_decodes_what_the_chosen_one_does(tmp_path, monkeypatch, syntax):
+    """read_dicom's auto path picks the first backend of the table; every other installed one, forced through the
+    same checks, gives the same values: bit-identical on lossless syntaxes; on lossy ones deterministic integer
+    JPEG-LS is exact, and DCT JPEG / irreversible JPEG 2000 may differ by 1 (IDCT / float wavelet rounding)."""
+    bits = BITS.get(syntax, 14)
+    stored = _image(bits=bits)
+    path = write_test_dicom(tmp_path / "b.dcm", stored, transfer_syntax=syntax, bits_stored=bits)
+    chosen = read_dicom(path)
+    spec = DECODERS[syntax]
+    assert chosen.decoder == spec.fast[0] and not chosen.warnings
+    lossless = syntax in LOSSLESS_COMPRESSED
+    if lossless:
+        np.testing.assert_array_equal(chosen.pixels, stored)
+    tried = []
+    for name in (*spec.fast[1:], *EXTRA.get(syntax, ())):
+        if not _installed(name):
+            continue
+        monkeypatch.setitem(DECODERS, syntax, dataclasses.replace(spec, fast=(name,)))
+        other = read_dicom(path)
+        assert other.decoder == name
+        if lossless:
+            np.testing.assert_array_equal(other.pixels, stored, err_msg=name)
+        else:
+            assert np.abs(other.pixels - chosen.pixels).max() <= LOSSY_TOLERANCE[syntax], name
+        tried.append(name)
+    assert "gdcm" in tried or dicom_decode._module("gdcm") is None
+
+
+def test_lossless_jpeg_falls_back_when_libjpeg_turbo_lacks_lossless(tmp_path, monkeypatch):
+    """An imagecodecs built on libjpeg-turbo 2 refuses SOF3 in jpeg8: the next backend decodes, with a warning."""
+    import imagecodecs
+
+    def refuse(data, **kwargs):
+        raise imagecodecs.Jpeg8Error("Unsupported JPEG process: SOF type 0xc3")
+
+    stored = _image()
+    path = write_test_dicom(tmp_path / "f.dcm", stored, transfer_syntax=JPEGLosslessSV1, bits_stored=14)
+    monkeypatch.setattr(imagecodecs, "jpeg8_decode", refuse)
+    img = read_dicom(path)
+    assert img.decoder == "imagecodecs.jpegsof3"
+    assert any("imagecodecs.jpeg8 failed" in w for w in img.warnings)
+    np.testing.assert_array_equal(img.pixels, stored)
 
 
 @pytest.mark.parametrize("backend", ["auto", "pydicom"])
@@ -109,10 +165,19 @@ def test_missing_decoder_names_the_syntax_and_package(tmp_path, monkeypatch):
 
 
 def test_decoder_table_and_names():
+    """The order bench/decode.py measured (CPU time): GDCM last everywhere; liblj92 (`ljpeg`, crashes on corrupt
+    headers) nowhere; libjpeg-turbo first for every JPEG process."""
     assert transfer_syntax_name("1.2.840.10008.1.2.4.70").startswith("JPEG Lossless, Non-Hierarchical, First-Order")
     assert transfer_syntax_name("1.2.3.4") == "unknown transfer syntax 1.2.3.4"
-    assert decoder_for("1.2.840.10008.1.2.5").fast[0] == "imagecodecs.dicomrle"
-    assert "imagecodecs.ljpeg" in decoder_for(JPEGLosslessSV1).describe()
+    assert decoder_for("1.2.840.10008.1.2.5").fast == ("imagecodecs.dicomrle", "pylibjpeg-rle", "gdcm")
+    for syntax in (JPEGLosslessSV1, JPEGLossless):
+        assert decoder_for(syntax).fast == ("imagecodecs.jpeg8", "imagecodecs.jpegsof3", "gdcm")
+    assert decoder_for(JPEG2000).fast == ("pylibjpeg-openjpeg", "imagecodecs.jpeg2k", "gdcm")
+    assert decoder_for(JPEGExtended12Bit).fast[0] == "imagecodecs.jpeg8"
+    assert "auto = imagecodecs.jpeg8 > imagecodecs.jpegsof3 > gdcm" in decoder_for(JPEGLosslessSV1).describe()
+    for spec in DECODERS.values():
+        assert "imagecodecs.ljpeg" not in spec.fast
+        assert spec.kind == "native" or spec.fast[-1] == "gdcm"
     with pytest.raises(DecodeError, match=r"1\.2\.3\.4"):
         decoder_for("1.2.3.4")
 
@@ -125,3 +190,16 @@ def test_backend_selection(monkeypatch, tmp_path):
     assert read_dicom(path).decoder == "pydicom"
     with pytest.raises(ValueError, match="backend='fast'"):
         read_dicom(path, backend="fast")
+
+
+def test_lossy_jpeg_filed_as_lossless_is_refused(tmp_path):
+    """libjpeg-turbo (the lossless-JPEG decoder now) decodes any JPEG process: a DCT stream under a lossless
+    transfer syntax would be read as if exact. The frame header must be a lossless one (SOF3, ...)."""
+    import pydicom
+
+    path = write_test_dicom(tmp_path / "l.dcm", _image(bits=8), transfer_syntax=JPEGBaseline8Bit, bits_stored=8)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.save_as(path)
+    with pytest.raises(DicomReadError, match="lossy JPEG"):
+        read_dicom(path)

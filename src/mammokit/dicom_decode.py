@@ -2,9 +2,14 @@
 
 Two backends decode the same files to the same stored values:
 
-- ``"auto"`` (default): the fastest open decoder measured per syntax by ``bench/decode.py`` — numpy
-  for native data, pylibjpeg-rle for RLE, imagecodecs for lossless JPEG / JPEG-LS / lossy JPEG,
-  pylibjpeg-openjpeg for JPEG 2000 — with GDCM as the fallback when the fast one is missing or fails.
+- ``"auto"`` (default): the decoder that ``bench/decode.py`` measures fastest per syntax in CPU time (what an
+  archive run with one file per core pays) — numpy for native data, imagecodecs' RLE codec, imagecodecs ``jpeg8``
+  (libjpeg-turbo 3, which decodes lossless JPEG too) for every JPEG process, imagecodecs for JPEG-LS,
+  pylibjpeg-openjpeg for JPEG 2000 — then the next ones of `DecoderSpec.fast`, GDCM last, when it is missing or
+  fails. GDCM is never first: it is the slowest on RLE and JPEG, and on JPEG 2000 its OpenJPEG decodes on a thread
+  pool: it can win in wall time while a core is idle, but costs ~1.2x the CPU time of single-threaded OpenJPEG.
+  imagecodecs' ``ljpeg`` (liblj92) is not used: fed fuzzed lossless-JPEG frames unchecked, it crashed (SIGSEGV) on
+  5 of 2,236, libjpeg-turbo and ``jpegsof3`` on none.
 - ``"pydicom"``: pydicom's own ``pixel_array`` with its installed plugins, falling back to GDCM only
   where no pydicom plugin can decode the syntax (12-bit JPEG Extended: pydicom's GDCM plugin refuses
   it, GDCM itself decodes it).
@@ -39,6 +44,8 @@ from pydicom.encaps import get_frame
 BACKENDS = ("auto", "pydicom")
 ENV_BACKEND = "MAMMOKIT_DICOM_BACKEND"
 JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+LOSSLESS_JPEG_SYNTAXES = frozenset({_uid.JPEGLosslessSV1, _uid.JPEGLossless})
+LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})  # lossless frame headers (Huffman / arithmetic, (non)differential)
 J2K_MAX_TILES = 65535  # tile indices are 0..65534 in JPEG 2000
 
 
@@ -82,6 +89,11 @@ def _spec(u: str, kind: str, fast: tuple[str, ...], package: str) -> DecoderSpec
 
 
 _NATIVE = ("numpy",)
+# Order measured by bench/decode.py (3328x2560 14-bit, CPU seconds, medians of 3, two runs; ties within 5% keep the
+# order): RLE dicomrle 0.037-0.039, pylibjpeg-rle 0.036-0.039, gdcm 0.45-0.49; SV1 jpeg8 0.059-0.061, ljpeg
+# 0.094-0.104, jpegsof3 0.130-0.133, gdcm 0.30-0.31; JPEG-LS jpegls 0.20-0.21, gdcm 0.40; J2K lossless
+# pylibjpeg-openjpeg 1.14-1.31, imagecodecs 1.13-1.35, gdcm 1.38-1.63; 12-bit jpeg8 0.065-0.071, gdcm 0.24-0.27.
+_LOSSLESS_JPEG = ("imagecodecs.jpeg8", "imagecodecs.jpegsof3", "gdcm")
 DECODERS: dict[str, DecoderSpec] = {
     s.uid: s
     for s in (
@@ -91,10 +103,8 @@ DECODERS: dict[str, DecoderSpec] = {
         _spec(_uid.ExplicitVRBigEndian, "native", _NATIVE, "numpy"),
         _spec(_uid.RLELossless, "rle", ("imagecodecs.dicomrle", "pylibjpeg-rle", "gdcm"),
               "imagecodecs or pylibjpeg-rle"),
-        _spec(_uid.JPEGLosslessSV1, "jpeg", ("imagecodecs.ljpeg", "imagecodecs.jpegsof3", "gdcm"),
-              "imagecodecs or python-gdcm"),
-        _spec(_uid.JPEGLossless, "jpeg", ("imagecodecs.ljpeg", "imagecodecs.jpegsof3", "gdcm"),
-              "imagecodecs or python-gdcm"),
+        _spec(_uid.JPEGLosslessSV1, "jpeg", _LOSSLESS_JPEG, "imagecodecs or python-gdcm"),
+        _spec(_uid.JPEGLossless, "jpeg", _LOSSLESS_JPEG, "imagecodecs or python-gdcm"),
         _spec(_uid.JPEGLSLossless, "jpegls", ("imagecodecs.jpegls", "gdcm"), "imagecodecs or python-gdcm"),
         _spec(_uid.JPEGLSNearLossless, "jpegls", ("imagecodecs.jpegls", "gdcm"), "imagecodecs or python-gdcm"),
         _spec(_uid.JPEG2000Lossless, "jpeg2000", ("pylibjpeg-openjpeg", "imagecodecs.jpeg2k", "gdcm"),
@@ -255,8 +265,13 @@ def check_frame(frame: bytes, spec: DecoderSpec, info: FrameInfo) -> int:
     if spec.kind != "jpeg2000" and info.bits_allocated not in (8, 16):
         raise CorruptData(f"{spec.name} holds samples of at most 16 bits; BitsAllocated is {info.bits_allocated}")
     _check_markers(frame, spec)
-    read_header = _j2k_size if spec.kind == "jpeg2000" else _jpeg_frame_header
-    depth, rows, columns, components = read_header(frame, spec.name)
+    if spec.kind == "jpeg2000":
+        depth, rows, columns, components = _j2k_size(frame, spec.name)
+    else:
+        depth, rows, columns, components, sof = _jpeg_frame_header(frame, spec.name)
+        if spec.uid in LOSSLESS_JPEG_SYNTAXES and sof not in LOSSLESS_SOF:
+            raise CorruptData(f"{spec.name} stream is a lossy JPEG (frame header FF{sof:02X}) under a lossless "
+                              "transfer syntax")
     if components != 1:
         raise CorruptData(f"{spec.name} stream holds {components} components; a grayscale image has 1")
     if (rows, columns) != (info.rows, info.columns):
@@ -291,10 +306,10 @@ def _check_markers(frame: bytes, spec: DecoderSpec) -> None:
         raise CorruptData(f"{spec.name} stream does not start with a {spec.kind} header (first bytes {head})")
 
 
-def _jpeg_frame_header(frame: bytes, name: str) -> tuple[int, int, int, int]:
-    """(precision, rows, columns, components) of a JPEG / JPEG-LS stream, walking its marker segments to the first
-    scan: each segment must fit the stream; the scan must follow one frame header and name its one component; a
-    lossless Huffman scan must find its table defined (liblj92 reads a missing one and crashes)."""
+def _jpeg_frame_header(frame: bytes, name: str) -> tuple[int, int, int, int, int]:
+    """(precision, rows, columns, components, SOF marker) of a JPEG / JPEG-LS stream, walking its marker segments to
+    the first scan: each segment must fit the stream; the scan must follow one frame header and name its one
+    component; a lossless Huffman scan must find its table defined (liblj92 reads a missing one and crashes)."""
     pos, sof, tables = 2, None, set()
     while True:
         while frame[pos : pos + 2] == b"\xff\xff":  # fill bytes
@@ -316,13 +331,13 @@ def _jpeg_frame_header(frame: bytes, name: str) -> tuple[int, int, int, int]:
                 raise CorruptData(f"{name} frame header FF{marker:02X} at byte {pos} is repeated or malformed")
             sof = (*struct.unpack_from(">BHHB", segment), segment[6], marker)
         elif marker == 0xDA and sof is not None and sof[3] != 1:
-            return sof[:4]  # a colour frame: check_frame names it
+            return (*sof[:4], sof[5])  # a colour frame: check_frame names it
         elif marker == 0xDA:
             if sof is None or len(segment) < 4 or segment[0] != 1 or segment[1] != sof[4]:
                 raise CorruptData(f"{name} scan at byte {pos} does not follow a one-component frame header")
             if sof[5] == 0xC3 and (0, segment[2] >> 4) not in tables:
                 raise CorruptData(f"{name} scan uses Huffman table {segment[2] >> 4}, which is not defined")
-            return sof[:4]
+            return (*sof[:4], sof[5])
         pos += 2 + length
 
 
