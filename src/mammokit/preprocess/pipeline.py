@@ -121,7 +121,7 @@ def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg
                 stored = suppress_pectoral(stored, pect.mask)
     stats = intensity_stats(stored, mask)
     background = float(stats.min) - 1.0  # one constant below all tissue, so loaders can tell air from breast
-    stored = np.where(mask, stored, np.float32(background)).astype(np.float32)
+    stored = np.where(mask, stored, np.float32(background)).astype(np.float32, copy=False)
     suffix = FORMATS[cfg.image_format]
     image_path, global_path, mask_path = f"images/{stem}{suffix}", f"global/{stem}{suffix}", f"masks/{stem}_breast.png"
     enc = write_image(store_path / image_path, stored)

@@ -9,6 +9,7 @@ available (`format="png"`) for users who want it. Normalisation is never baked i
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -27,28 +28,47 @@ def encode_uint16(values: np.ndarray) -> tuple[np.ndarray, float, float]:
     Integer-valued data spanning at most 65,536 levels is stored exactly (scale 1); anything else is spread over the
     full 16-bit range, so the error is at most scale / 2.
     """
-    finite = np.isfinite(values)
-    if not finite.all():
-        raise ValueError("image has NaN or infinite values; cannot store")
+    values = np.asarray(values)
+    return _encode(values, np.result_type(values.dtype, 0.0))
+
+
+def _encode(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, float, float]:
+    """`encode_uint16` with the arithmetic done in `dtype`, on one working copy (no float64 copy made up front)."""
     lo = float(values.min()) if values.size else 0.0
     hi = float(values.max()) if values.size else 0.0
-    if hi - lo <= UINT16_MAX and np.array_equal(values, np.round(values)):
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # min/max propagate NaN and show ±inf
+        raise ValueError("image has NaN or infinite values; cannot store")
+    if hi - lo <= UINT16_MAX and _integer_valued(values):
         offset, scale = lo, 1.0
     else:
         offset, scale = lo, (hi - lo) / UINT16_MAX if hi > lo else 1.0
-    stored = np.clip(np.rint((values - offset) / scale), 0, UINT16_MAX).astype(np.uint16)
-    return stored, offset, scale
+    work = values.astype(dtype)  # same operations, in place, as rint((values - offset) / scale) in `dtype`
+    work -= offset
+    work /= scale
+    np.rint(work, out=work)
+    np.clip(work, 0, UINT16_MAX, out=work)
+    return work.astype(np.uint16), offset, scale
+
+
+def _integer_valued(values: np.ndarray) -> bool:
+    """Whether every value is a whole number; a strided sample answers first for the usual non-integer image."""
+    flat = values.reshape(-1)
+    sample = flat[:: max(1, flat.size // 4096)]
+    return bool(np.array_equal(sample, np.round(sample)) and np.array_equal(values, np.round(values)))
 
 
 def decode_uint16(stored: np.ndarray, offset: float, scale: float) -> np.ndarray:
     """Inverse of `encode_uint16` (float32)."""
-    return (stored.astype(np.float32) * np.float32(scale) + np.float32(offset)).astype(np.float32)
+    out = stored.astype(np.float32)
+    out *= np.float32(scale)
+    out += np.float32(offset)
+    return out
 
 
 def write_image(path: str | Path, values: np.ndarray) -> dict[str, float]:
     """Write float values as 16-bit (format from the suffix: .tif or .png); returns offset, scale and max error."""
     path = Path(path)
-    stored, offset, scale = encode_uint16(np.asarray(values, dtype=np.float64))
+    stored, offset, scale = _encode(np.asarray(values), np.dtype(np.float64))
     meta = {"offset": offset, "scale": scale}
     if path.suffix == ".tif":
         atomic_write(path, lambda tmp: tifffile.imwrite(
@@ -61,8 +81,18 @@ def write_image(path: str | Path, values: np.ndarray) -> dict[str, float]:
         atomic_write(path, _png)
     else:
         raise ValueError(f"{path}: unknown image format {path.suffix!r}; use one of {sorted(FORMATS.values())}")
-    err = float(np.abs(decode_uint16(stored, offset, scale) - values).max()) if values.size else 0.0
-    return {"offset": offset, "scale": scale, "max_error": err}
+    return {"offset": offset, "scale": scale, "max_error": _max_error(stored, offset, scale, values)}
+
+
+def _max_error(stored: np.ndarray, offset: float, scale: float, values: np.ndarray) -> float:
+    """max |decode_uint16(stored) − values| (0 for an empty image); float32 values are compared in place."""
+    if not values.size:
+        return 0.0
+    decoded = decode_uint16(stored, offset, scale)
+    if values.dtype != np.float32:
+        return float(np.abs(decoded - values).max())
+    decoded -= values
+    return float(np.abs(decoded, out=decoded).max())
 
 
 def read_image(path: str | Path, offset: float | None = None, scale: float | None = None) -> np.ndarray:
@@ -87,7 +117,7 @@ def read_image(path: str | Path, offset: float | None = None, scale: float | Non
 
 def write_mask(path: str | Path, mask: np.ndarray) -> None:
     """Write a boolean mask as a 1-bit PNG (reads back as 8-bit 0/255): a third of the 8-bit file's write time."""
-    data = np.where(mask, 255, 0).astype(np.uint8)
+    data = np.where(mask, np.uint8(255), np.uint8(0))
 
     def _write(tmp: Path) -> None:
         if not cv2.imwrite(str(tmp), data, [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1]):
