@@ -14,6 +14,9 @@ and the rest still predicts.
 Which files form a study is decided by `group_studies`: the headers by default, all files with `one_study=True`.
 Inputs far from the model's training data (scanned film for a model trained on digital detectors, pixels coarser
 than the model's input) are warnings of their study.
+
+With `workers` > 1 the images decode and preprocess in up to that many processes, one image each, and decode again
+for the overlays the same way while threads write the views already decoded; the outputs are the same for any count.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,9 +57,10 @@ from mammokit.evaluation.explain import (
 from mammokit.evaluation.inference import dataset_for
 from mammokit.ids import hash_id, resolve_salt
 from mammokit.io import atomic_write, atomic_write_text
+from mammokit.isolate import ItemFailure, isolated_map
 from mammokit.models.contract import ModelOutput
 from mammokit.preprocess.config import PreprocessConfig
-from mammokit.preprocess.pipeline import run_pipeline
+from mammokit.preprocess.pipeline import FILE_TIME_LIMIT_S, run_pipeline
 from mammokit.preprocess.stats import view_group
 from mammokit.preprocess.store_schema import row_transform
 from mammokit.release.calibration import Calibrator, LevelCalibration, calibration_from_config
@@ -61,7 +68,7 @@ from mammokit.release.device import model_inputs, resolve_device
 from mammokit.release.model import load_released, resolve_model_dir
 
 log = logging.getLogger(__name__)
-__all__ = ["HEATMAPS", "StudyGroupingError", "StudyPrediction", "group_studies", "predict", "predict_studies",
+__all__ = ["HEATMAPS", "STAGES", "StudyGroupingError", "StudyPrediction", "group_studies", "predict", "predict_studies",
            "preprocess_config_of"]
 
 HEATMAPS = ("saliency", "gradcam")
@@ -70,10 +77,33 @@ ID_SALT_NOTE = ("ids are HMAC-SHA256 hashes keyed by MAMMOKIT_ID_SALT, else by t
                 "(see `mammokit.ids`)")
 COARSE_FACTOR = 1.5  # source pixels this many times the model's input spacing (or more) are upsampled: a warning
 FILM_VENDORS = (*FILM_DIGITIZERS, "FILM DIGITIZER")  # a training vendor named so means the model has seen film
+# what `predict_studies(timings=...)` reports, in seconds summed over the studies
+STAGES = {
+    "load": "load the released model",
+    "scan": "header scan of the study folder (a worker process)",
+    "preprocess": "decode and preprocess every image into the temporary store (worker processes)",
+    "inputs": "headers for warnings, the model's input from the store",
+    "model": "forward pass",
+    "heatmap": "saliency or Grad-CAM",
+    "decode": "decode the DICOM pixels again for the overlays (workers > 1: in worker processes, the waits for them)",
+    "write": "heatmaps onto the DICOM grid, heatmap and overlay PNGs, prediction.json (workers > 1: in threads while "
+             "the views decode; the wait once all are decoded)",
+}
 
 
 class StudyGroupingError(InvalidInputError):
     """The files look like one exam whose headers disagree; the caller must say how to group them."""
+
+
+@contextmanager
+def _stage(timings: dict[str, float] | None, name: str) -> Iterator[None]:
+    """Add the seconds the block takes to `timings[name]` (nothing without a dict)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 @dataclass
@@ -310,36 +340,79 @@ def _level_logits(level: str, items: list[dict[str, Any]]) -> tuple[float | None
 
 
 def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame, kind: str, out_dir: Path,
-               view_calibrator: Calibrator, overlay_max_side: int | None, warnings: list[str]) -> list[dict[str, Any]]:
+               view_calibrator: Calibrator, overlay_max_side: int | None, warnings: list[str], workers: int = 1,
+               timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Forward every dataset item of one study; map heatmaps and patch boxes to DICOM pixels and write the PNGs."""
     by_id = table.set_index("image_id")
     k = max(1, dataset.full_scale)  # the dataset renders a k-times larger "full" canvas, then area-downscales
     full_size = (dataset.input_size[0] * k, dataset.input_size[1] * k)
-    items = []
+    items: list[dict[str, Any]] = []
+    views: list[tuple[int, pd.Series, np.ndarray, np.ndarray, np.ndarray, float]] = []  # (item, row, heat, ...)
     for index in range(len(dataset)):
-        batch = collate([dataset[index]])
-        with torch.no_grad():
+        with _stage(timings, "inputs"):
+            batch = collate([dataset[index]])
+        with _stage(timings, "model"), torch.no_grad():
             out = model(model_inputs(batch, next(model.parameters()).device))
-        heat = _heatmaps(model, batch, out, kind, dataset.input_size, warnings)
+        with _stage(timings, "heatmap"):
+            heat = _heatmaps(model, batch, out, kind, dataset.input_size, warnings)
         view_logits = out.view_logits[0].detach().float().cpu().numpy()
         boxes = out.patch_boxes[0].detach().float().cpu().numpy()
         attention = out.patch_attention[0].detach().float().cpu().numpy()
-        views = []
-        for slot, image_id in enumerate(batch["image_ids"][0]):
-            if not image_id:
-                continue
-            row = by_id.loc[image_id]
-            views.append(_view_entry(row, heat[slot], boxes[slot], attention[slot], float(view_logits[slot]),
-                                     full_size, k, kind, out_dir, view_calibrator, overlay_max_side))
+        views.extend((len(items), by_id.loc[image_id], heat[slot], boxes[slot], attention[slot],
+                      float(view_logits[slot]))
+                     for slot, image_id in enumerate(batch["image_ids"][0]) if image_id)
         items.append({"exam_logit": float(out.exam_logit[0]),
                       "breast_logits": out.breast_logits[0].detach().float().cpu().numpy(),
-                      "breast_mask": out.breast_mask[0].cpu().numpy(), "views": views})
+                      "breast_mask": out.breast_mask[0].cpu().numpy(), "views": []})
+    def entry(i: int, img: MammoImage) -> dict[str, Any]:
+        _, row, heat_input, boxes, attention, logit = views[i]
+        return _view_entry(row, img, heat_input, boxes, attention, logit, full_size, k, kind, out_dir,
+                           view_calibrator, overlay_max_side)
+
+    paths = [row["path"] for _, row, *_ in views]
+    entries: list[dict[str, Any] | None] = [None] * len(views)
+    if workers <= 1 or len(views) <= 1:
+        for i, img in _decoded(paths, 1, timings):
+            with _stage(timings, "write"):
+                entries[i] = entry(i, img)
+    else:  # views decode in worker processes; each decoded view is written by a thread (numpy, OpenCV: no GIL)
+        with ThreadPoolExecutor(min(workers, len(views))) as pool:
+            futures = {i: pool.submit(entry, i, img) for i, img in _decoded(paths, workers, timings)}
+            with _stage(timings, "write"):  # what is left of the writing once the last view is decoded
+                entries = [futures[i].result() for i in range(len(views))]
+    for (item, *_), view in zip(views, entries, strict=True):
+        items[item]["views"].append(view)
     return items
 
 
-def _view_entry(row: pd.Series, heat_input: np.ndarray, boxes: np.ndarray, attention: np.ndarray, logit: float,
-                full_size: tuple[int, int], downscale: float, kind: str, out_dir: Path, calibrator: Calibrator,
-                overlay_max_side: int | None) -> dict[str, Any]:
+def _decoded(paths: list[str], workers: int, timings: dict[str, float] | None) -> Iterator[tuple[int, MammoImage]]:
+    """(position, decoded image) of each path, in completion order: decoded here with one worker, else in up to
+    `workers` processes (`isolated_map`) while the caller writes the views already decoded."""
+    if workers <= 1 or len(paths) <= 1:
+        for i, path in enumerate(paths):
+            with _stage(timings, "decode"):
+                img = read_dicom(path)
+            yield i, img
+        return
+    results = isolated_map(read_dicom, paths, workers=min(workers, len(paths)), time_limit_s=FILE_TIME_LIMIT_S)
+    try:
+        while True:
+            with _stage(timings, "decode"):
+                i, img = next(results, (None, None))
+                if i is not None and isinstance(img, ItemFailure):  # it decoded for preprocessing: retry here
+                    log.debug("overlay decode of %s failed in a worker (%s); decoding in-process", paths[i],
+                              img.reason)
+                    img = read_dicom(paths[i])
+            if i is None:
+                return
+            yield i, img
+    finally:
+        results.close()  # a caller that stops early ends the workers
+
+
+def _view_entry(row: pd.Series, img: MammoImage, heat_input: np.ndarray, boxes: np.ndarray, attention: np.ndarray,
+                logit: float, full_size: tuple[int, int], downscale: float, kind: str, out_dir: Path,
+                calibrator: Calibrator, overlay_max_side: int | None) -> dict[str, Any]:
     """One view of prediction.json: its scores, the heatmap on the DICOM grid (PNG files) and its patch boxes."""
     record = row_transform(row)
     stored_shape = tuple(record.stored_shape)
@@ -353,7 +426,6 @@ def _view_entry(row: pd.Series, heat_input: np.ndarray, boxes: np.ndarray, atten
     heat_file, overlay_file = f"{name}_heatmap.png", f"{name}_overlay.png"
     heat16 = np.round(heat * 65535.0).astype(np.uint16)
     atomic_write(out_dir / heat_file, lambda tmp: _imwrite(tmp, heat16))
-    img = read_dicom(row["path"])
     pixels = img.pixels
     scores = _scores(logit, calibrator)
     title = f"{row['laterality']}-{row['view_group']}  p={scores['prob']:.2f}" if scores else None
@@ -422,6 +494,7 @@ def predict_studies(
     overlay_max_side: int | None = 2048,
     device: str = "auto",
     one_study: bool | None = None,
+    timings: dict[str, float] | None = None,
 ) -> list[StudyPrediction]:
     """Predict every study under `study_dir` with a released model; writes `out/<exam hash>/prediction.json`.
 
@@ -430,13 +503,15 @@ def predict_studies(
         study_dir: a folder with the DICOM files of one study (any subset of its views) or of several studies.
         out: output folder; each study gets a subfolder named by its salted study hash, plus `summary.json`.
         heatmap: "saliency" (the model's own map, free) or "gradcam" (Grad-CAM of each view's breast logit).
-        workers: processes for preprocessing.
+        workers: processes that decode and preprocess the images (at most one per image), and that decode them
+            again for the overlays; the outputs do not depend on it.
         keep_store: keep the temporary preprocessed store (`out/.store-*`) for inspection.
         overlay_max_side: downscale overlay PNGs to this long side (None = the DICOM's own size); the heatmap PNGs
             always have the DICOM's size.
         device: where the model runs; "auto" = the GPU when there is one.
         one_study: True = all files under `study_dir` are one study; False = the headers decide; None = the headers
             decide unless they look split (see `group_studies`).
+        timings: a dict that gets the seconds of each stage (`STAGES`) added to it.
 
     Raises:
         FileNotFoundError: `model_path` is not a model, or `study_dir` is not a folder.
@@ -449,9 +524,10 @@ def predict_studies(
     if not study_dir.is_dir():
         raise MissingInputError(f"{study_dir}: not a folder (give the folder holding a study's DICOM files)")
     t0 = time.perf_counter()
-    model_dir = resolve_model_dir(model_path)
-    model, config = load_released(model_dir)
-    model.to(resolve_device(device))
+    with _stage(timings, "load"):
+        model_dir = resolve_model_dir(model_path)
+        model, config = load_released(model_dir)
+        model.to(resolve_device(device))
     try:
         calibration = calibration_from_config(config)
     except (KeyError, TypeError, ValueError) as err:
@@ -459,7 +535,8 @@ def predict_studies(
     pre_cfg, model_warnings = preprocess_config_of(config)
     out.mkdir(parents=True, exist_ok=True)
     out_abs = out.resolve()
-    result = scan(study_dir)
+    with _stage(timings, "scan"):
+        result = scan(study_dir)
     index, skipped = _outside(result.images, out_abs), _outside(result.skipped, out_abs)
     if index.empty:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in zip(skipped["path"], skipped["reason"], strict=True))
@@ -477,8 +554,9 @@ def predict_studies(
         _assign_warning(study_warnings, folders, rel, f"{labels[path]}: not used: {_scrub(reason, labels)}")
     store = Path(tempfile.mkdtemp(prefix=".store-", dir=out))
     try:
-        run_pipeline(index, store, pre_cfg, workers=workers, progress=False)
-        table, failures = _stored_rows(store)
+        with _stage(timings, "preprocess"):
+            run_pipeline(index, store, pre_cfg, workers=workers, progress=False)
+            table, failures = _stored_rows(store)
         by_id = index.set_index("image_id")
         if not table.empty:  # the store holds no raw paths: the originals' come from this (in-memory) index
             table = table.assign(path=by_id.loc[table["image_id"], "path"].to_numpy())
@@ -492,7 +570,7 @@ def predict_studies(
             rows = table[table["exam_id"] == exam_id] if not table.empty else table
             predictions.append(_predict_study(model, config, model_dir, exam_id, index[index["exam_id"] == exam_id],
                                               rows, store, out / exam_id, warnings, heatmap, calibration,
-                                              overlay_max_side))
+                                              overlay_max_side, workers, timings))
     finally:
         if not keep_store:
             shutil.rmtree(store, ignore_errors=True)
@@ -506,19 +584,20 @@ def predict_studies(
 
 def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Path, exam_id: str,
                    index_rows: pd.DataFrame, table: pd.DataFrame, store: Path, folder: Path, warnings: list[str],
-                   heatmap: str, calibration: dict[str, LevelCalibration],
-                   overlay_max_side: int | None) -> StudyPrediction:
+                   heatmap: str, calibration: dict[str, LevelCalibration], overlay_max_side: int | None,
+                   workers: int = 1, timings: dict[str, float] | None = None) -> StudyPrediction:
     """Inference, roll-up and outputs of one study (`table` = its preprocessed rows, possibly none)."""
     folder.mkdir(parents=True, exist_ok=True)
     level = config["input"]["level"]
     items: list[dict[str, Any]] = []
-    headers = [read_dicom(p, pixels=False) for p in table["path"]] if not table.empty else []
+    with _stage(timings, "inputs"):
+        headers = [read_dicom(p, pixels=False) for p in table["path"]] if not table.empty else []
     if not table.empty:
         warnings.extend(_view_warnings(table, level))
         warnings.extend(_domain_warnings(config, table, headers))
         dataset = dataset_for(config, table.reset_index(drop=True), store)
         items = _run_items(model, dataset, table, heatmap, folder, calibration["breast"].temperature,
-                           overlay_max_side, warnings)
+                           overlay_max_side, warnings, workers, timings)
     if not items:
         warnings.append("no usable CC/MLO view in this study: no prediction")
     exam_logit, breast_logits = _level_logits(level, items) if items else (None, {"L": None, "R": None})
@@ -540,7 +619,8 @@ def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Pa
                         "prob_raw": "sigmoid(logit)"},
         "warnings": list(dict.fromkeys(warnings)),
     }
-    atomic_write_text(folder / "prediction.json", json.dumps(_json_ready(prediction), indent=1))
+    with _stage(timings, "write"):
+        atomic_write_text(folder / "prediction.json", json.dumps(_json_ready(prediction), indent=1))
     return StudyPrediction(exam_id, folder, prediction)
 
 

@@ -1,0 +1,83 @@
+"""`predict_studies` with several workers: the views decode in worker processes and are written by threads, yet every
+output file is byte for byte the one a single worker writes; a failed worker decode falls back to this process."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mammokit.predict as predict_module
+from mammokit.config import config_hash
+from mammokit.isolate import ItemFailure
+from mammokit.models import create_model
+from mammokit.predict import STAGES, predict_studies
+from mammokit.preprocess.config import PreprocessConfig
+from mammokit.release.model import save_released
+from mammokit.synth import generate
+
+MODEL_KWARGS = {"preset": "cpu", "image_size": [64, 40], "full_size": [128, 80], "patch_size": 16, "num_patches": 2}
+PRE = PreprocessConfig(spacing_mm=0.4, global_long_side=256, patch_size=64)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One four-view exam stored as JPEG 2000 lossless (the siemens-like profile) and a tiny released model."""
+    root = tmp_path_factory.mktemp("predict_parallel")
+    generate(root / "raw", exams=1, seed=5, size_scale=0.2, vendors="siemens", masks=False)
+    model = create_model("multiview_gmic", seed=0, **MODEL_KWARGS)
+    config = {
+        "model": {"name": "multiview_gmic", "kwargs": MODEL_KWARGS},
+        "input": {"level": "exam", "input_size": [64, 40], "full_scale": 2, "normalization": "image",
+                  "view_stats": {}},
+        "preprocess": {"config": PRE.model_dump(), "config_hash": config_hash(PRE)},
+        "training": {"run": "tiny", "seed": 0, "exams": 1, "images": 4, "vendors": ["x"], "spacing_mm": 0.4},
+    }
+    return {"root": root, "studies": root / "raw" / "dicom", "model": save_released(root / "model", model, config)}
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """sha256 of every output file but summary.json (it holds the run's seconds)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "summary.json"}
+
+
+@pytest.fixture(scope="module")
+def serial(workspace: dict[str, Path]) -> dict[str, str]:
+    timings: dict[str, float] = {}
+    out = workspace["root"] / "out1"
+    predict_studies(workspace["model"], workspace["studies"], out=out, heatmap="gradcam", workers=1, timings=timings)
+    assert set(timings) == set(STAGES) and all(v >= 0 for v in timings.values())
+    return _files(out)
+
+
+def test_outputs_do_not_depend_on_workers(workspace: dict[str, Path], serial: dict[str, str]) -> None:
+    timings: dict[str, float] = {}
+    out = workspace["root"] / "out2"
+    preds = predict_studies(workspace["model"], workspace["studies"], out=out, heatmap="gradcam", workers=2,
+                            timings=timings)
+    assert len(preds) == 1 and len(preds[0].prediction["views"]) == 4
+    assert sum(name.endswith(".png") for name in serial) == 8  # a heatmap and an overlay per view
+    assert _files(out) == serial
+    assert set(timings) == set(STAGES)
+
+
+def test_a_failed_worker_decode_is_redone_here(workspace: dict[str, Path], serial: dict[str, str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    real, failed = predict_module.isolated_map, []
+
+    def first_fails(fn: Callable[[Any], Any], items: list[Any], **kwargs: Any) -> Iterator[tuple[int, Any]]:
+        for i, out in real(fn, items, **kwargs):
+            if i == 0:
+                failed.append(items[i])
+                out = ItemFailure("worker exited with signal SIGSEGV")
+            yield i, out
+
+    monkeypatch.setattr(predict_module, "isolated_map", first_fails)
+    out = workspace["root"] / "out_fallback"
+    predict_studies(workspace["model"], workspace["studies"], out=out, heatmap="gradcam", workers=2)
+    assert len(failed) == 1
+    assert _files(out) == serial
