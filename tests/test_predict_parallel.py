@@ -11,16 +11,10 @@ from typing import Any
 import pytest
 
 import mammokit.predict as predict_module
-from mammokit.config import config_hash
 from mammokit.isolate import ItemFailure
-from mammokit.models import create_model
 from mammokit.predict import STAGES, predict_studies
-from mammokit.preprocess.config import PreprocessConfig
-from mammokit.release.model import save_released
 from mammokit.synth import generate
-
-MODEL_KWARGS = {"preset": "cpu", "image_size": [64, 40], "full_size": [128, 80], "patch_size": 16, "num_patches": 2}
-PRE = PreprocessConfig(spacing_mm=0.4, global_long_side=256, patch_size=64)
+from test_predict import release_tiny  # the same tiny released model as the single-worker tests
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +22,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One four-view exam stored as JPEG 2000 lossless (the siemens-like profile) and a tiny released model."""
     root = tmp_path_factory.mktemp("predict_parallel")
     generate(root / "raw", exams=1, seed=5, size_scale=0.2, vendors="siemens", masks=False)
-    model = create_model("multiview_gmic", seed=0, **MODEL_KWARGS)
-    config = {
-        "model": {"name": "multiview_gmic", "kwargs": MODEL_KWARGS},
-        "input": {"level": "exam", "input_size": [64, 40], "full_scale": 2, "normalization": "image",
-                  "view_stats": {}},
-        "preprocess": {"config": PRE.model_dump(), "config_hash": config_hash(PRE)},
-        "training": {"run": "tiny", "seed": 0, "exams": 1, "images": 4, "vendors": ["x"], "spacing_mm": 0.4},
-    }
-    return {"root": root, "studies": root / "raw" / "dicom", "model": save_released(root / "model", model, config)}
+    return {"root": root, "studies": root / "raw" / "dicom", "model": release_tiny(root / "model")}
 
 
 def _files(folder: Path) -> dict[str, str]:
