@@ -15,10 +15,11 @@ from mammokit.data.augment import build_augment, loader_worker_kwargs
 from mammokit.data.dataset import ExamDataset, collate
 from mammokit.data.sampler import BalancedCaseSampler
 from mammokit.data.splits import assign_splits
+from mammokit.datasets.public_common import SPLIT_RANK
 from mammokit.errors import InvalidInputError
 from mammokit.training.config import DataConfig
 
-OFFICIAL_SPLITS = ("train", "val", "test")  # the adapters' `split_group` vocabulary, most held-out last
+OFFICIAL_SPLITS = tuple(sorted(SPLIT_RANK, key=SPLIT_RANK.get))  # the adapters' vocabulary, most held-out last
 SPLIT_SOURCES = ("auto", "official", "random")
 
 
@@ -30,8 +31,7 @@ def official_splits(table: pd.DataFrame) -> pd.Series | None:
     group = table["split_group"].astype(object).where(table["split_group"].isin(OFFICIAL_SPLITS), None)
     if group.isna().all() or table["split_group"].dropna().astype(str).isin(OFFICIAL_SPLITS).mean() < 1:
         return None  # absent, or another grouping (e.g. synth's fold numbers)
-    rank = group.map({s: i for i, s in enumerate(OFFICIAL_SPLITS)})
-    per_patient = rank.groupby(table["patient_id"]).transform("max")
+    per_patient = group.map(SPLIT_RANK).groupby(table["patient_id"]).transform("max")  # as the adapters unify
     return per_patient.map(dict(enumerate(OFFICIAL_SPLITS)))
 
 
