@@ -1,17 +1,15 @@
 """`predict_studies` with several workers: the views decode in worker processes and are written by threads, yet every
-output file is byte for byte the one a single worker writes; a failed worker decode falls back to this process."""
+output file is byte for byte the one a single worker writes. The overlays are drawn on the pictures the preprocessing
+workers kept (no second decode) and are byte for byte those drawn from a fresh decode of the DICOM."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import mammokit.predict as predict_module
-from mammokit.isolate import ItemFailure
 from mammokit.predict import STAGES, predict_studies
 from mammokit.synth import generate
 from test_predict import release_tiny  # the same tiny released model as the single-worker tests
@@ -51,19 +49,16 @@ def test_outputs_do_not_depend_on_workers(workspace: dict[str, Path], serial: di
     assert set(timings) == set(STAGES)
 
 
-def test_a_failed_worker_decode_is_redone_here(workspace: dict[str, Path], serial: dict[str, str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    real, failed = predict_module.isolated_map, []
+def test_overlays_from_kept_pictures_equal_a_fresh_decode(workspace: dict[str, Path], serial: dict[str, str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the kept pictures (as if the store had none) every view is decoded again for its overlay."""
+    asked: list[str] = []
 
-    def first_fails(fn: Callable[[Any], Any], items: list[Any], **kwargs: Any) -> Iterator[tuple[int, Any]]:
-        for i, out in real(fn, items, **kwargs):
-            if i == 0:
-                failed.append(items[i])
-                out = ItemFailure("worker exited with signal SIGSEGV")
-            yield i, out
+    def none_kept(store: Path, stem: str) -> None:
+        asked.append(stem)
 
-    monkeypatch.setattr(predict_module, "isolated_map", first_fails)
-    out = workspace["root"] / "out_fallback"
+    monkeypatch.setattr(predict_module, "read_preview", none_kept)
+    out = workspace["root"] / "out_decoded"
     predict_studies(workspace["model"], workspace["studies"], out=out, heatmap="gradcam", workers=2)
-    assert len(failed) == 1
+    assert len(asked) == 4
     assert _files(out) == serial

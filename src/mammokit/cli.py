@@ -162,6 +162,10 @@ def preprocess(
                                                  "index (refused without this).")] = False,
 ) -> None:
     """Preprocess every indexed image into a store (resumable; failures go to failures.csv)."""
+    if scheduler is None:  # the local workers' fork server imports the pipeline while this process does the same
+        from mammokit.isolate import start_workers_early
+
+        start_workers_early("mammokit.preprocess.pipeline")
     from mammokit.config import load_config
     from mammokit.preprocess.config import PreprocessConfig
     from mammokit.preprocess.pipeline import run_pipeline

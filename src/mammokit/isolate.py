@@ -27,7 +27,7 @@ from typing import Any
 
 from mammokit.io import current_umask
 
-__all__ = ["ItemFailure", "WorkerStartError", "isolated_map"]
+__all__ = ["ItemFailure", "WorkerStartError", "isolated_map", "start_workers_early"]
 STARTUP_LIMIT_S = 300.0  # a worker imports what `fn` needs before it is ready; on a busy machine that takes a while
 _PENDING = object()  # what `_Worker.collect` returns when the message was the worker's "ready", not an outcome
 
@@ -209,11 +209,29 @@ def isolated_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int
             w.stop(kill=not clean)
 
 
+def start_workers_early(module: str) -> None:
+    """Start the fork server now, importing `module` (where the worker function lives), while this process goes on
+    importing what it needs: the two imports overlap instead of queueing before the first item (about 1.5 s of a
+    command's start-up on two cores). A no-op without a fork server, or when it already runs."""
+    ctx = _context()
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    ctx.set_forkserver_preload(_preload_modules(module))
+    forkserver.ensure_running()
+
+
 def _preload(fn: Callable[[Any], Any]) -> list[str]:
-    """What the fork server imports once so that no worker imports it again: this module, `fn`'s, and the main
-    module (which every worker runs as `__mp_main__`: a script by its path, or e.g. `mammokit.cli`)."""
+    """What the fork server imports once so that no worker imports it again (see `_preload_modules`)."""
+    return _preload_modules(getattr(fn, "func", fn).__module__)
+
+
+def _preload_modules(module: str) -> list[str]:
+    """This module, `module` (the worker function's) and the main module (which every worker runs as
+    `__mp_main__`: a script by its path, or e.g. `mammokit.cli`)."""
     main = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return ["__main__", __name__, getattr(fn, "func", fn).__module__, *([main.name] if main is not None else [])]
+    return ["__main__", __name__, module, *([main.name] if main is not None else [])]
 
 
 def _restart(ctx: Any, fn: Callable[[Any], Any], worker: _Worker, time_limit_s: float | None) -> _Worker:

@@ -15,8 +15,9 @@ Which files form a study is decided by `group_studies`: the headers by default, 
 Inputs far from the model's training data (scanned film for a model trained on digital detectors, pixels coarser
 than the model's input) are warnings of their study.
 
-With `workers` > 1 the images decode and preprocess in up to that many processes, one image each, and decode again
-for the overlays the same way while threads write the views already decoded; the outputs are the same for any count.
+With `workers` > 1 the images decode and preprocess in up to that many processes, one image each, and threads write
+the views' outputs; the outputs are the same for any count. Each image is decoded once: the preprocessing worker
+keeps the gray picture the overlay is drawn on (`preprocess.preview`).
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ from mammokit.evaluation.explain import (
 from mammokit.evaluation.inference import dataset_for
 from mammokit.ids import hash_id, resolve_salt
 from mammokit.io import atomic_write, atomic_write_text
-from mammokit.isolate import ItemFailure, isolated_map
 from mammokit.models.contract import ModelOutput
 from mammokit.preprocess.config import PreprocessConfig
-from mammokit.preprocess.pipeline import FILE_TIME_LIMIT_S, run_pipeline
+from mammokit.preprocess.pipeline import file_stem, run_pipeline
+from mammokit.preprocess.preview import read_preview
 from mammokit.preprocess.stats import view_group
 from mammokit.preprocess.store_schema import row_transform
 from mammokit.release.calibration import Calibrator, LevelCalibration, calibration_from_config
@@ -75,6 +76,7 @@ HEATMAPS = ("saliency", "gradcam")
 CARD_KEYS = ("run", "seed", "exams", "images", "sites", "vendors", "spacing_mm", "hardware", "precision")
 ID_SALT_NOTE = ("ids are HMAC-SHA256 hashes keyed by MAMMOKIT_ID_SALT, else by this installation's random salt "
                 "(see `mammokit.ids`)")
+PREVIEW_FULL_SIZE = 1 << 30  # a preview side no image reaches: the overlay at the DICOM's own size
 COARSE_FACTOR = 1.5  # source pixels this many times the model's input spacing (or more) are upsampled: a warning
 FILM_VENDORS = (*FILM_DIGITIZERS, "FILM DIGITIZER")  # a training vendor named so means the model has seen film
 # what `predict_studies(timings=...)` reports, in seconds summed over the studies
@@ -85,9 +87,8 @@ STAGES = {
     "inputs": "headers for warnings, the model's input from the store",
     "model": "forward pass",
     "heatmap": "saliency or Grad-CAM",
-    "decode": "decode the DICOM pixels again for the overlays (workers > 1: in worker processes, the waits for them)",
-    "write": "heatmaps onto the DICOM grid, heatmap and overlay PNGs, prediction.json (workers > 1: in threads while "
-             "the views decode; the wait once all are decoded)",
+    "write": "heatmaps onto the DICOM grid, heatmap and overlay PNGs (drawn on the pictures the preprocessing kept: no "
+             "second decode), prediction.json (workers > 1: the views in threads)",
 }
 
 
@@ -339,7 +340,7 @@ def _level_logits(level: str, items: list[dict[str, Any]]) -> tuple[float | None
     return (max(known) if known else None), breast
 
 
-def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame, kind: str, out_dir: Path,
+def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame, store: Path, kind: str, out_dir: Path,
                view_calibrator: Calibrator, overlay_max_side: int | None, warnings: list[str], workers: int = 1,
                timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Forward every dataset item of one study; map heatmaps and patch boxes to DICOM pixels and write the PNGs."""
@@ -364,53 +365,23 @@ def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame
         items.append({"exam_logit": float(out.exam_logit[0]),
                       "breast_logits": out.breast_logits[0].detach().float().cpu().numpy(),
                       "breast_mask": out.breast_mask[0].cpu().numpy(), "views": []})
-    def entry(i: int, img: MammoImage) -> dict[str, Any]:
+    def entry(i: int) -> dict[str, Any]:
         _, row, heat_input, boxes, attention, logit = views[i]
-        return _view_entry(row, img, heat_input, boxes, attention, logit, full_size, k, kind, out_dir,
+        return _view_entry(row, store, heat_input, boxes, attention, logit, full_size, k, kind, out_dir,
                            view_calibrator, overlay_max_side)
 
-    paths = [row["path"] for _, row, *_ in views]
-    entries: list[dict[str, Any] | None] = [None] * len(views)
-    if workers <= 1 or len(views) <= 1:
-        for i, img in _decoded(paths, 1, timings):
-            with _stage(timings, "write"):
-                entries[i] = entry(i, img)
-    else:  # views decode in worker processes; each decoded view is written by a thread (numpy, OpenCV: no GIL)
-        with ThreadPoolExecutor(min(workers, len(views))) as pool:
-            futures = {i: pool.submit(entry, i, img) for i, img in _decoded(paths, workers, timings)}
-            with _stage(timings, "write"):  # what is left of the writing once the last view is decoded
-                entries = [futures[i].result() for i in range(len(views))]
+    with _stage(timings, "write"):
+        if workers <= 1 or len(views) <= 1:
+            entries = [entry(i) for i in range(len(views))]
+        else:  # numpy and OpenCV release the GIL: the views' grids and PNGs are made side by side in threads
+            with ThreadPoolExecutor(min(workers, len(views))) as pool:
+                entries = list(pool.map(entry, range(len(views))))
     for (item, *_), view in zip(views, entries, strict=True):
         items[item]["views"].append(view)
     return items
 
 
-def _decoded(paths: list[str], workers: int, timings: dict[str, float] | None) -> Iterator[tuple[int, MammoImage]]:
-    """(position, decoded image) of each path, in completion order: decoded here with one worker, else in up to
-    `workers` processes (`isolated_map`) while the caller writes the views already decoded."""
-    if workers <= 1 or len(paths) <= 1:
-        for i, path in enumerate(paths):
-            with _stage(timings, "decode"):
-                img = read_dicom(path)
-            yield i, img
-        return
-    results = isolated_map(read_dicom, paths, workers=min(workers, len(paths)), time_limit_s=FILE_TIME_LIMIT_S)
-    try:
-        while True:
-            with _stage(timings, "decode"):
-                i, img = next(results, (None, None))
-                if i is not None and isinstance(img, ItemFailure):  # it decoded for preprocessing: retry here
-                    log.debug("overlay decode of %s failed in a worker (%s); decoding in-process", paths[i],
-                              img.reason)
-                    img = read_dicom(paths[i])
-            if i is None:
-                return
-            yield i, img
-    finally:
-        results.close()  # a caller that stops early ends the workers
-
-
-def _view_entry(row: pd.Series, img: MammoImage, heat_input: np.ndarray, boxes: np.ndarray, attention: np.ndarray,
+def _view_entry(row: pd.Series, store: Path, heat_input: np.ndarray, boxes: np.ndarray, attention: np.ndarray,
                 logit: float, full_size: tuple[int, int], downscale: float, kind: str, out_dir: Path,
                 calibrator: Calibrator, overlay_max_side: int | None) -> dict[str, Any]:
     """One view of prediction.json: its scores, the heatmap on the DICOM grid (PNG files) and its patch boxes."""
@@ -426,10 +397,11 @@ def _view_entry(row: pd.Series, img: MammoImage, heat_input: np.ndarray, boxes: 
     heat_file, overlay_file = f"{name}_heatmap.png", f"{name}_overlay.png"
     heat16 = np.round(heat * 65535.0).astype(np.uint16)
     atomic_write(out_dir / heat_file, lambda tmp: _imwrite(tmp, heat16))
-    pixels = img.pixels
     scores = _scores(logit, calibrator)
     title = f"{row['laterality']}-{row['view_group']}  p={scores['prob']:.2f}" if scores else None
-    overlay_png(pixels, heat, out_dir / overlay_file, boxes=dicom_boxes, title=title, max_side=overlay_max_side)
+    gray = read_preview(store, file_stem(_image_hash(row)))  # kept by the preprocessing worker: no 2nd decode
+    overlay_png(read_dicom(row["path"]).pixels if gray is None else None, heat, out_dir / overlay_file,
+                boxes=dicom_boxes, title=title, max_side=overlay_max_side, gray=gray)
     order = np.argsort(-attention, kind="stable") if len(attention) else np.zeros(0, int)
     x0, y0, x1, y1 = record.crop_box
     return {
@@ -444,7 +416,7 @@ def _view_entry(row: pd.Series, img: MammoImage, heat_input: np.ndarray, boxes: 
                          "x1": float(dicom_boxes[k, 2]), "y1": float(dicom_boxes[k, 3]),
                          "attention": float(attention[k]), "inside_fraction": _inside(dicom_boxes[k], record.crop_box)}
                         for k in order],
-        "flip": bool(record.flip), "spacing_source": row.get("spacing_source"), "film": img.film,
+        "flip": bool(record.flip), "spacing_source": row.get("spacing_source"), "film": bool(row.get("film")),
         "orientation_source": row.get("orientation_source"),
     }
 
@@ -503,8 +475,8 @@ def predict_studies(
         study_dir: a folder with the DICOM files of one study (any subset of its views) or of several studies.
         out: output folder; each study gets a subfolder named by its salted study hash, plus `summary.json`.
         heatmap: "saliency" (the model's own map, free) or "gradcam" (Grad-CAM of each view's breast logit).
-        workers: processes that decode and preprocess the images (at most one per image), and that decode them
-            again for the overlays; the outputs do not depend on it.
+        workers: processes that decode and preprocess the images (at most one per image), and threads that write
+            the views' outputs; the outputs do not depend on it.
         keep_store: keep the temporary preprocessed store (`out/.store-*`) for inspection.
         overlay_max_side: downscale overlay PNGs to this long side (None = the DICOM's own size); the heatmap PNGs
             always have the DICOM's size.
@@ -555,7 +527,8 @@ def predict_studies(
     store = Path(tempfile.mkdtemp(prefix=".store-", dir=out))
     try:
         with _stage(timings, "preprocess"):
-            run_pipeline(index, store, pre_cfg, workers=workers, progress=False)
+            run_pipeline(index, store, pre_cfg, workers=workers, progress=False,
+                         preview_side=overlay_max_side or PREVIEW_FULL_SIZE)
             table, failures = _stored_rows(store)
         by_id = index.set_index("image_id")
         if not table.empty:  # the store holds no raw paths: the originals' come from this (in-memory) index
@@ -596,7 +569,7 @@ def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Pa
         warnings.extend(_view_warnings(table, level))
         warnings.extend(_domain_warnings(config, table, headers))
         dataset = dataset_for(config, table.reset_index(drop=True), store)
-        items = _run_items(model, dataset, table, heatmap, folder, calibration["breast"].temperature,
+        items = _run_items(model, dataset, table, store, heatmap, folder, calibration["breast"].temperature,
                            overlay_max_side, warnings, workers, timings)
     if not items:
         warnings.append("no usable CC/MLO view in this study: no prediction")

@@ -29,6 +29,7 @@ from torch import nn
 from mammokit.io import atomic_write
 from mammokit.models.contract import INPUT_KEYS, ModelOutput, check_input
 from mammokit.preprocess.geometry import TransformRecord, stored_to_original_boxes, stored_to_original_heatmap
+from mammokit.preprocess.preview import overlay_gray, overlay_size
 
 __all__ = [
     "TARGETS",
@@ -378,16 +379,6 @@ def input_boxes_to_dicom(
 _BOX_COLOURS = {"boxes": (255, 255, 0), "lesion_boxes": (0, 255, 0)}  # BGR: cyan model patches, green lesions
 
 
-def _window(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Gray uint8 from the image's own percentiles (no VOI window: raw values vary by vendor)."""
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return np.zeros(image.shape, np.uint8)
-    lo, hi = np.percentile(finite, [low, high])
-    scaled = (np.nan_to_num(image, nan=lo) - lo) / max(float(hi - lo), 1e-12)
-    return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
-
-
 def _draw_boxes(canvas: np.ndarray, boxes: Any, factor: float, colour: tuple[int, int, int], name: str) -> None:
     arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if boxes is not None else np.zeros((0, 4))
     if boxes is not None and np.asarray(boxes).size % 4:
@@ -408,6 +399,7 @@ def overlay_png(
     cmap: str = "jet",
     alpha: float = 0.6,
     max_side: int | None = 2048,
+    gray: np.ndarray | None = None,
 ) -> Path:
     """Write a PNG of ``heatmap`` blended over ``image`` (gray, windowed by its own 0.5-99.5 percentiles).
 
@@ -423,15 +415,17 @@ def overlay_png(
         cmap: a matplotlib colormap name (``jet``, ``inferno``, ...).
         alpha: maximum heat opacity, in [0, 1].
         max_side: downscale so the longer side is at most this (None = keep the image's size).
+        gray: ``overlay_gray(image, max_side)`` made earlier (e.g. the store's preview): ``image`` is then not read
+            and may be None; the result is the same.
     """
     import matplotlib
 
-    img = np.asarray(image, dtype=np.float32)
     heat = np.asarray(heatmap, dtype=np.float32)
-    if img.ndim != 2 or img.size == 0:
-        raise ValueError(f"overlay_png: image must be a non-empty 2-D array, got shape {img.shape}")
-    if heat.shape != img.shape:
-        raise ValueError(f"overlay_png: heatmap shape {heat.shape} differs from image shape {img.shape}")
+    shape = heat.shape if gray is not None else np.shape(image)
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"overlay_png: image must be a non-empty 2-D array, got shape {shape}")
+    if heat.shape != shape:
+        raise ValueError(f"overlay_png: heatmap shape {heat.shape} differs from image shape {shape}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"overlay_png: alpha must be in [0, 1], got {alpha}")
     path = Path(path)
@@ -441,13 +435,15 @@ def overlay_png(
         colormap = matplotlib.colormaps[cmap]
     except KeyError as err:
         raise ValueError(f"overlay_png: unknown matplotlib colormap {cmap!r}") from err
-    gray = _window(img)
+    size = overlay_size(shape, max_side)
+    if gray is None:
+        gray = overlay_gray(image, max_side)
+    elif gray.shape != (shape if size is None else size[::-1]):
+        raise ValueError(f"overlay_png: gray shape {gray.shape} is not the overlay size of a {shape} image")
     heat = np.clip(np.nan_to_num(heat, nan=0.0), 0.0, 1.0)
     factor = 1.0
-    if max_side is not None and max(img.shape) > max_side:
-        factor = max_side / max(img.shape)
-        size = (max(1, round(img.shape[1] * factor)), max(1, round(img.shape[0] * factor)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    if size is not None:
+        factor = max_side / max(shape)
         heat = cv2.resize(heat, size, interpolation=cv2.INTER_AREA)
     colour = colormap(heat)[..., :3][..., ::-1].astype(np.float32) * 255  # RGBA -> BGR
     weight = (alpha * heat)[..., None]

@@ -52,6 +52,7 @@ from mammokit.preprocess.config import PreprocessConfig
 from mammokit.preprocess.mask import _mask_box, block_any, boxes_overlap  # _mask_box: breast_mask's own box rule
 from mammokit.preprocess.orient import Orientation
 from mammokit.preprocess.pectoral import PectoralResult
+from mammokit.preprocess.preview import write_preview
 from mammokit.preprocess.sources import SOURCE_LINK, link_index
 from mammokit.preprocess.store import FORMATS, write_image, write_mask
 from mammokit.preprocess.store_lock import store_lock
@@ -76,13 +77,17 @@ def _stat_columns(prefix: str, stats: dict[str, Any]) -> dict[str, float]:
 
 
 def process_image(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str,
-                  salt: str | None = None) -> dict[str, Any]:
+                  salt: str | None = None, preview_side: int = 0) -> dict[str, Any]:
     """Preprocess one index row into the store; returns its record, a row of `store_schema` (also written to
-    records/<stem>.json). `salt` keys the identifier hashes the reader computes (`ids.resolve_salt` when None)."""
+    records/<stem>.json). `salt` keys the identifier hashes the reader computes (`ids.resolve_salt` when None).
+    `preview_side` > 0 also keeps the overlay picture of the DICOM pixels, long side at most that
+    (`preview.write_preview`), so an overlay needs no second decode."""
     cfg = PreprocessConfig.model_validate(cfg_dict)
     store_path = Path(store)
     stem = file_stem(str(row["image_id"]))
     img = read_dicom(row["path"], salt=salt)
+    if preview_side > 0:
+        write_preview(store_path, stem, img.pixels, preview_side)
     if img.spacing_mm is not None:
         spacing = img.spacing_mm
     elif cfg.fallback_spacing_mm is not None:
@@ -239,11 +244,11 @@ def _json_default(value: Any) -> Any:
 
 
 def _safe_process(row: dict[str, Any], store: str, cfg_dict: dict[str, Any], cfg_hash: str,
-                  salt: str | None = None) -> dict[str, Any]:
+                  salt: str | None = None, preview_side: int = 0) -> dict[str, Any]:
     """`process_image` that raises only for a row breaking the store schema (a bug): any other failure comes back
     as {"_failed": reason, "image_id", "safe_relpath"}, the file's raw path cut out of the reason."""
     try:
-        return process_image(row, store, cfg_dict, cfg_hash, salt)
+        return process_image(row, store, cfg_dict, cfg_hash, salt, preview_side)
     except StoreRowError:
         raise
     except DicomReadError as err:
@@ -360,13 +365,15 @@ def run_pipeline(
     progress: bool = True,
     overwrite: bool = False,
     time_limit_s: float | None = FILE_TIME_LIMIT_S,
+    preview_side: int = 0,
 ) -> dict[str, Any]:
     """Preprocess every row of `index` into `store`; writes preprocessed.parquet, view_stats.json, failures.csv.
 
     One run writes a store at a time (`store_lock`: a second is refused). A store made with another config, or
     holding images of another index, is refused unless `overwrite`, which replaces the store whole. Locally every
     image is read in a worker process (`workers` of them, one when serial), so an image whose decoder crashes or
-    runs past `time_limit_s` (None: no limit) fails alone; with `scheduler`, Dask runs the images.
+    runs past `time_limit_s` (None: no limit) fails alone; with `scheduler`, Dask runs the images. `preview_side`
+    > 0 keeps each image's overlay picture too (`process_image`).
     """
     cfg = cfg or PreprocessConfig()
     store = Path(store)
@@ -379,11 +386,12 @@ def run_pipeline(
         _prepare_store(store, cfg, h, rows, overwrite=overwrite)
         link_index(store, index)
         return _preprocess_rows(rows, store, cfg, h, workers=workers, scheduler=scheduler, progress=progress,
-                                time_limit_s=time_limit_s)
+                                time_limit_s=time_limit_s, preview_side=preview_side)
 
 
 def _preprocess_rows(rows: list[dict[str, Any]], store: Path, cfg: PreprocessConfig, h: str, *, workers: int,
-                     scheduler: str | None, progress: bool, time_limit_s: float | None) -> dict[str, Any]:
+                     scheduler: str | None, progress: bool, time_limit_s: float | None,
+                     preview_side: int = 0) -> dict[str, Any]:
     """Process the rows not done yet (resume), then write the store's tables and summary."""
     from tqdm import tqdm
 
@@ -392,7 +400,8 @@ def _preprocess_rows(rows: list[dict[str, Any]], store: Path, cfg: PreprocessCon
         done = load_done(store, str(r["image_id"]), h)
         (records.append(done) if done else todo.append(r))
     salt = resolve_salt() if todo else None  # once, in this process: workers get the key itself
-    fn = partial(_safe_process, store=str(store), cfg_dict=cfg.model_dump(), cfg_hash=h, salt=salt)
+    fn = partial(_safe_process, store=str(store), cfg_dict=cfg.model_dump(), cfg_hash=h, salt=salt,
+                 preview_side=preview_side)
     t0 = time.perf_counter()
     bar = tqdm(total=len(todo), unit="img", disable=not progress, desc="preprocess")
     results: list[dict[str, Any]] = []
