@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("base",),
 )
 ROOM_OF_TOP = {  # first name under `mammokit.` -> room (anything else is its own name)
-    "demo": "cli", "recipes": "cli", "predict": "serving", "export": "serving", "pacs": "serving",
+    "demo": "cli", "recipes": "cli", "cli_pacs": "cli", "predict": "serving", "export": "serving", "pacs": "serving",
     "dicom_decode": "dicom", "dicom_film": "dicom",
     "": "base", "config": "base", "errors": "base", "ids": "base", "io": "base", "isolate": "base", "reuse": "base",
 }

@@ -40,14 +40,14 @@ MODEL_KWARGS = {"preset": "cpu", "image_size": [64, 40], "full_size": [128, 80],
 PRE = PreprocessConfig(spacing_mm=0.4, global_long_side=256, patch_size=64)
 
 
-def release_tiny(folder: Path, temperature: float = TEMPERATURE) -> Path:
+def release_tiny(folder: Path, temperature: float = TEMPERATURE, pre: PreprocessConfig = PRE) -> Path:
     """A tiny four-view model released with a config shaped like `training.run.release_config` writes."""
     model = create_model("multiview_gmic", seed=0, **MODEL_KWARGS)
     config = {
         "model": {"name": "multiview_gmic", "kwargs": MODEL_KWARGS},
         "input": {"level": "exam", "input_size": [64, 40], "full_scale": 2, "normalization": "image",
                   "view_stats": {}},
-        "preprocess": {"config": PRE.model_dump(), "config_hash": config_hash(PRE)},
+        "preprocess": {"config": pre.model_dump(), "config_hash": config_hash(pre)},
         "temperature": temperature, "temperature_source": "test",
         "training": {"run": "tiny", "seed": 0, "store": "/nowhere", "exams": 3, "images": 12, "sites": ["site-A"],
                      "vendors": ["x"], "spacing_mm": 0.4, "stages": {"all": {"epochs": 1}}},
@@ -266,3 +266,18 @@ def test_stored_beta_calibration_is_what_predict_applies(workspace: dict[str, Pa
         assert pred["model"]["calibration"] == {"exam": "beta a = 1.4, b = 0, c = 1.5",
                                                 "breast": "temperature T = 0.8"}
         assert "log(sigmoid(logit))" in pred["calibration"]["exam"]["formula"]
+
+
+def test_mc_dropout_gives_each_probability_its_spread(workspace: dict[str, Path], predicted: dict[str, dict],
+                                                     tmp_path: Path) -> None:
+    runs = [{p.exam_id: p.prediction for p in predict_studies(workspace["model"], workspace["studies"],
+                                                              out=tmp_path / name, mc_passes=4)}
+            for name in ("a", "b")]
+    assert runs[0].keys() == predicted.keys()
+    for exam_id, pred in runs[0].items():
+        plain = predicted[exam_id]
+        assert pred["exam"]["prob"] == plain["exam"]["prob"] and plain.get("uncertainty") is None  # plain pass kept
+        assert pred["uncertainty"]["method"] == "mc_dropout" and pred["uncertainty"]["passes"] == 4
+        spreads = [pred["exam"]["prob_std"], *(b["prob_std"] for b in pred["breasts"].values() if b)]
+        assert all(0 < s < 0.5 for s in spreads)
+        assert runs[1][exam_id]["exam"]["prob_std"] == pred["exam"]["prob_std"]  # seeded: the same spread again

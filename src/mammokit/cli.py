@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mammokit import INTENDED_USE
+from mammokit.cli_pacs import pacs_app
 from mammokit.errors import InvalidInputError, MammokitError
 
 if TYPE_CHECKING:
@@ -321,6 +322,11 @@ def predict(
         "say. --by-header: the headers decide. Default: the headers decide, but files that the headers split into "
         "one-image studies filling distinct L/R CC/MLO views are refused with a message asking for one of the two.",
         show_default=False)] = None,
+    mc: Annotated[int, typer.Option(help="MC-dropout passes (0 = off): each exam and breast probability gets its "
+                                         "standard deviation over the passes (prob_std).", min=0)] = 0,
+    dicom: Annotated[bool, typer.Option(help="Also write each study's results as DICOM into its dicom/ folder: a "
+                                             "TID 1500 SR, and per view a FRACTIONAL SEG and an RGB secondary "
+                                             "capture, referencing the source UIDs (for mammokit pacs push).")] = False,
 ) -> None:
     """Predict studies: calibrated exam/breast/view probabilities, heatmaps on the DICOM grid, prediction.json.
 
@@ -331,14 +337,24 @@ def predict(
     """
     from mammokit.predict import predict_studies
 
+    if dicom:
+        from mammokit.pacs.node import RESULTS_FOLDER, study_files
+        from mammokit.pacs.results import write_results
+
+        sources = study_files(study_dir, out)
     for p in predict_studies(model, study_dir, out=out, heatmap=heatmap, workers=workers, keep_store=keep_store,
-                             device=device, one_study=one_study):
+                             device=device, one_study=one_study, mc_passes=mc):
         exam, breasts = p.prediction["exam"], p.prediction["breasts"]
-        score = f"exam p={exam['prob']:.3f} (raw {exam['prob_raw']:.3f})" if exam else "no prediction"
+        spread = f" ± {exam['prob_std']:.3f}" if exam and exam.get("prob_std") is not None else ""
+        score = f"exam p={exam['prob']:.3f}{spread} (raw {exam['prob_raw']:.3f})" if exam else "no prediction"
         sides = "".join(f", {s} p={b['prob']:.3f}" for s, b in breasts.items() if b)
         typer.echo(f"{p.exam_id}: {score}{sides}, {len(p.prediction['warnings'])} warnings → "
                    f"{p.folder / 'prediction.json'}")
+        if dicom and exam:
+            written = write_results(p.folder, sources, p.folder / RESULTS_FOLDER)
+            typer.echo(f"{p.exam_id}: {len(written)} DICOM result objects → {p.folder / RESULTS_FOLDER}")
     typer.echo(INTENDED_USE)
+
 
 
 @app.command()
@@ -374,6 +390,9 @@ def demo(
 # or torch included) is a bug and keeps its traceback
 USER_ERRORS = (MammokitError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
                PermissionError)
+
+
+app.add_typer(pacs_app, name="pacs")
 
 
 def main() -> None:

@@ -69,8 +69,8 @@ from mammokit.release.device import model_inputs, resolve_device
 from mammokit.release.model import load_released, resolve_model_dir
 
 log = logging.getLogger(__name__)
-__all__ = ["HEATMAPS", "STAGES", "StudyGroupingError", "StudyPrediction", "group_studies", "predict", "predict_studies",
-           "preprocess_config_of"]
+__all__ = ["HEATMAPS", "STAGES", "NoUsableImageError", "StudyGroupingError", "StudyPrediction", "group_studies",
+           "predict", "predict_studies", "preprocess_config_of"]
 
 HEATMAPS = ("saliency", "gradcam")
 CARD_KEYS = ("run", "seed", "exams", "images", "sites", "vendors", "spacing_mm", "hardware", "precision")
@@ -87,6 +87,7 @@ STAGES = {
     "inputs": "headers for warnings, the model's input from the store",
     "model": "forward pass",
     "heatmap": "saliency or Grad-CAM",
+    "uncertainty": "MC-dropout passes (`mc_passes`; zero when off)",
     "write": "heatmaps onto the DICOM grid, heatmap and overlay PNGs (drawn on the pictures the preprocessing kept: no "
              "second decode), prediction.json (workers > 1: the views in threads)",
 }
@@ -94,6 +95,10 @@ STAGES = {
 
 class StudyGroupingError(InvalidInputError):
     """The files look like one exam whose headers disagree; the caller must say how to group them."""
+
+
+class NoUsableImageError(InvalidInputError):
+    """The folder holds no file the reader takes as a mammogram (e.g. a CT series, or only broken files)."""
 
 
 @contextmanager
@@ -169,8 +174,8 @@ def _folder_key(relpath: str) -> str:
 
 
 def _file_label(rel: str) -> str:
-    """A file's name in output files: a salted hash of its relative path (folder and file names of PACS exports
-    often hold patient names or UIDs); the real path is only logged to the console."""
+    """A file's name in output files and logs: a salted hash of its path relative to the study folder (folder and
+    file names of PACS exports often hold patient names or UIDs)."""
     return f"file #{hash_id(rel, resolve_salt())[:10]}"
 
 
@@ -317,6 +322,56 @@ def _heatmaps(model: torch.nn.Module, batch: dict[str, Any], out: ModelOutput, k
     return model_saliency(out, input_size)[0]
 
 
+def _item_logits(out: ModelOutput) -> dict[str, Any]:
+    """One item's exam logit, breast logits and mask, and view logits (numpy) from a batch of one."""
+    return {"exam_logit": float(out.exam_logit[0]),
+            "breast_logits": out.breast_logits[0].detach().float().cpu().numpy(),
+            "breast_mask": out.breast_mask[0].cpu().numpy(),
+            "view_logits": out.view_logits[0].detach().float().cpu().numpy()}
+
+
+def _mc_passes(model: torch.nn.Module, batch: dict[str, Any], passes: int, seed: int) -> list[dict[str, Any]]:
+    """`passes` forward passes with dropout on (MC-dropout), masks drawn from `seed`; the global RNG is restored."""
+    if passes <= 0:
+        return []
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout | torch.nn.Dropout2d)]
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for m in dropouts:
+            m.train(True)
+        with torch.no_grad():
+            inputs = model_inputs(batch, next(model.parameters()).device)
+            return [_item_logits(model(inputs)) for _ in range(passes)]
+    finally:
+        for m in dropouts:
+            m.train(False)
+        torch.random.set_rng_state(state)
+
+
+def _pass_items(items: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The study's items as MC-dropout pass `k` saw them (for `_level_logits`)."""
+    return [{**it["mc"][k], "views": [{"laterality": lat, "logit": float(it["mc"][k]["view_logits"][slot])}
+                                      for slot, lat in it["view_lateralities"]]} for it in items]
+
+
+def _uncertainty(level: str, items: list[dict[str, Any]], calibration: dict[str, LevelCalibration],
+                 passes: int) -> tuple[float | None, dict[str, float | None]]:
+    """Standard deviation over the MC-dropout passes of the calibrated exam and breast probabilities."""
+    exam, breasts = [], {"L": [], "R": []}
+    for k in range(passes):
+        e, b = _level_logits(level, _pass_items(items, k))
+        exam.append(None if e is None else float(calibration["exam"].chosen.probabilities(e)))
+        for side, v in b.items():
+            breasts[side].append(None if v is None else float(calibration["breast"].chosen.probabilities(v)))
+
+    def std(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return float(np.std(known)) if known else None
+
+    return std(exam), {side: std(v) for side, v in breasts.items()}
+
+
 def _level_logits(level: str, items: list[dict[str, Any]]) -> tuple[float | None, dict[str, float | None]]:
     """Exam and breast logits of one study from its items (one exam, two breasts or single views).
 
@@ -342,7 +397,7 @@ def _level_logits(level: str, items: list[dict[str, Any]]) -> tuple[float | None
 
 def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame, store: Path, kind: str, out_dir: Path,
                view_calibrator: Calibrator, overlay_max_side: int | None, warnings: list[str], workers: int = 1,
-               timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+               timings: dict[str, float] | None = None, mc_passes: int = 0) -> list[dict[str, Any]]:
     """Forward every dataset item of one study; map heatmaps and patch boxes to DICOM pixels and write the PNGs."""
     by_id = table.set_index("image_id")
     k = max(1, dataset.full_scale)  # the dataset renders a k-times larger "full" canvas, then area-downscales
@@ -356,15 +411,17 @@ def _run_items(model: torch.nn.Module, dataset: ExamDataset, table: pd.DataFrame
             out = model(model_inputs(batch, next(model.parameters()).device))
         with _stage(timings, "heatmap"):
             heat = _heatmaps(model, batch, out, kind, dataset.input_size, warnings)
+        with _stage(timings, "uncertainty"):
+            passes = _mc_passes(model, batch, mc_passes, seed=index)
         view_logits = out.view_logits[0].detach().float().cpu().numpy()
         boxes = out.patch_boxes[0].detach().float().cpu().numpy()
         attention = out.patch_attention[0].detach().float().cpu().numpy()
         views.extend((len(items), by_id.loc[image_id], heat[slot], boxes[slot], attention[slot],
                       float(view_logits[slot]))
                      for slot, image_id in enumerate(batch["image_ids"][0]) if image_id)
-        items.append({"exam_logit": float(out.exam_logit[0]),
-                      "breast_logits": out.breast_logits[0].detach().float().cpu().numpy(),
-                      "breast_mask": out.breast_mask[0].cpu().numpy(), "views": []})
+        items.append({**_item_logits(out), "views": [], "mc": passes,
+                      "view_lateralities": [(slot, by_id.loc[i]["laterality"])
+                                            for slot, i in enumerate(batch["image_ids"][0]) if i]})
     def entry(i: int) -> dict[str, Any]:
         _, row, heat_input, boxes, attention, logit = views[i]
         return _view_entry(row, store, heat_input, boxes, attention, logit, full_size, k, kind, out_dir,
@@ -467,6 +524,7 @@ def predict_studies(
     device: str = "auto",
     one_study: bool | None = None,
     timings: dict[str, float] | None = None,
+    mc_passes: int = 0,
 ) -> list[StudyPrediction]:
     """Predict every study under `study_dir` with a released model; writes `out/<exam hash>/prediction.json`.
 
@@ -484,14 +542,19 @@ def predict_studies(
         one_study: True = all files under `study_dir` are one study; False = the headers decide; None = the headers
             decide unless they look split (see `group_studies`).
         timings: a dict that gets the seconds of each stage (`STAGES`) added to it.
+        mc_passes: MC-dropout passes per study (0 = off); each exam and breast score then has `prob_std`, the
+            standard deviation of its calibrated probability over the passes.
 
     Raises:
         FileNotFoundError: `model_path` is not a model, or `study_dir` is not a folder.
         StudyGroupingError: `one_study` is None and the files look like one exam whose headers disagree.
-        ValueError: `heatmap` is unknown, or `study_dir` holds no usable DICOM file.
+        NoUsableImageError: `study_dir` holds no usable DICOM file.
+        ValueError: `heatmap` is unknown.
     """
     if heatmap not in HEATMAPS:
         raise InvalidInputError(f"heatmap must be one of {HEATMAPS}, got {heatmap!r}")
+    if mc_passes < 0:
+        raise InvalidInputError(f"mc_passes must be 0 (off) or more, got {mc_passes}")
     study_dir, out = Path(study_dir), Path(out)
     if not study_dir.is_dir():
         raise MissingInputError(f"{study_dir}: not a folder (give the folder holding a study's DICOM files)")
@@ -500,6 +563,10 @@ def predict_studies(
         model_dir = resolve_model_dir(model_path)
         model, config = load_released(model_dir)
         model.to(resolve_device(device))
+    if mc_passes > 0 and not any(isinstance(m, torch.nn.Dropout | torch.nn.Dropout2d) and m.p > 0
+                                 for m in model.modules()):
+        raise InvalidInputError(f"{model_dir}: the model has no dropout layer with p > 0, so MC-dropout passes "
+                                "would all agree: run without them")
     try:
         calibration = calibration_from_config(config)
     except (KeyError, TypeError, ValueError) as err:
@@ -512,7 +579,7 @@ def predict_studies(
     index, skipped = _outside(result.images, out_abs), _outside(result.skipped, out_abs)
     if index.empty:
         reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in zip(skipped["path"], skipped["reason"], strict=True))
-        raise InvalidInputError(f"{study_dir}: no usable DICOM file found{' (' + reasons + ')' if reasons else ''}")
+        raise NoUsableImageError(f"{study_dir}: no usable DICOM file found{' (' + reasons + ')' if reasons else ''}")
     index = index.assign(exam_id=[e if isinstance(e, str) and e else _folder_key(r)
                                   for e, r in zip(index["exam_id"], index["relpath"], strict=True)])
     index, grouping = group_studies(index, one_study)
@@ -522,7 +589,7 @@ def predict_studies(
     labels = {**{p: _label(row) for p, (_, row) in zip(index["path"], index.iterrows(), strict=True)},
               **{p: _file_label(rel) for p, rel in zip(skipped["path"], rels, strict=True)}}
     for path, rel, reason in zip(skipped["path"], rels, skipped["reason"], strict=True):
-        log.warning("%s (%s): not used: %s", rel, labels[path], reason)
+        log.warning("%s: not used: %s", labels[path], _scrub(reason, labels))  # hashes only: paths may name people
         _assign_warning(study_warnings, folders, rel, f"{labels[path]}: not used: {_scrub(reason, labels)}")
     store = Path(tempfile.mkdtemp(prefix=".store-", dir=out))
     try:
@@ -536,14 +603,14 @@ def predict_studies(
         for image_id, reason in zip(failures["image_id"], failures["reason"], strict=True):
             row = by_id.loc[image_id]
             label = labels[row["path"]]
-            log.warning("%s (%s): preprocessing failed: %s", row["relpath"], label, reason)
+            log.warning("%s (%s): preprocessing failed: %s", row["safe_relpath"], label, _scrub(reason, labels))
             study_warnings[row["exam_id"]].append(f"{label}: preprocessing failed: {_scrub(reason, labels)}")
         predictions = []
         for exam_id, warnings in study_warnings.items():
             rows = table[table["exam_id"] == exam_id] if not table.empty else table
             predictions.append(_predict_study(model, config, model_dir, exam_id, index[index["exam_id"] == exam_id],
                                               rows, store, out / exam_id, warnings, heatmap, calibration,
-                                              overlay_max_side, workers, timings))
+                                              overlay_max_side, workers, timings, mc_passes))
     finally:
         if not keep_store:
             shutil.rmtree(store, ignore_errors=True)
@@ -558,7 +625,7 @@ def predict_studies(
 def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Path, exam_id: str,
                    index_rows: pd.DataFrame, table: pd.DataFrame, store: Path, folder: Path, warnings: list[str],
                    heatmap: str, calibration: dict[str, LevelCalibration], overlay_max_side: int | None,
-                   workers: int = 1, timings: dict[str, float] | None = None) -> StudyPrediction:
+                   workers: int = 1, timings: dict[str, float] | None = None, mc_passes: int = 0) -> StudyPrediction:
     """Inference, roll-up and outputs of one study (`table` = its preprocessed rows, possibly none)."""
     folder.mkdir(parents=True, exist_ok=True)
     level = config["input"]["level"]
@@ -570,7 +637,7 @@ def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Pa
         warnings.extend(_domain_warnings(config, table, headers))
         dataset = dataset_for(config, table.reset_index(drop=True), store)
         items = _run_items(model, dataset, table, store, heatmap, folder, calibration["breast"].temperature,
-                           overlay_max_side, warnings, workers, timings)
+                           overlay_max_side, warnings, workers, timings, mc_passes)
     if not items:
         warnings.append("no usable CC/MLO view in this study: no prediction")
     exam_logit, breast_logits = _level_logits(level, items) if items else (None, {"L": None, "R": None})
@@ -586,12 +653,23 @@ def _predict_study(model: torch.nn.Module, config: dict[str, Any], model_dir: Pa
         "exam": _scores(exam_logit, calibration["exam"].chosen),
         "breasts": {s: _scores(v, calibration["breast"].chosen) for s, v in breast_logits.items()},
         "views": [v for it in items for v in it["views"]],
+        "uncertainty": None,
         "calibration": {**{level: {"map": c.chosen.describe(), "formula": c.chosen.formula()}
                            for level, c in calibration.items()},
                         "views": f"{calibration['breast'].temperature.describe()} (the breast level's temperature)",
                         "prob_raw": "sigmoid(logit)"},
         "warnings": list(dict.fromkeys(warnings)),
     }
+    if items and mc_passes > 0:
+        exam_std, breast_std = _uncertainty(level, items, calibration, mc_passes)
+        if prediction["exam"] is not None:
+            prediction["exam"]["prob_std"] = exam_std
+        for side, scores in prediction["breasts"].items():
+            if scores is not None:
+                scores["prob_std"] = breast_std[side]
+        prediction["uncertainty"] = {"method": "mc_dropout", "passes": mc_passes,
+                                     "prob_std": "standard deviation of the calibrated probability over the passes "
+                                                 "(dropout on, masks seeded by the item's position)"}
     with _stage(timings, "write"):
         atomic_write_text(folder / "prediction.json", json.dumps(_json_ready(prediction), indent=1))
     return StudyPrediction(exam_id, folder, prediction)
