@@ -140,11 +140,12 @@ def archive(workspace: dict[str, Any]) -> Iterator[OrthancServer]:
 
 @pytest.fixture(scope="module")
 def routed(workspace: dict[str, Any], archive: OrthancServer) -> Iterator[dict[str, Any]]:
-    """Study 0 uploaded to Orthanc over REST, routed by Lua to the listener, processed, results stored back."""
+    """Study 0 stored into Orthanc by a modality over C-STORE, routed by Lua to the listener, processed, results
+    stored back."""
     listener = _listener(workspace, "spool-routed", port=workspace["listen_port"], quiet_s=30.0,
                          destination=(archive.aet, "127.0.0.1", archive.dicom_port)).start()
     files = workspace["studies"][0]
-    archive.upload(files)
+    assert all(o.sent for o in send_files((archive.aet, "127.0.0.1", archive.dicom_port), files, ae_title="MODALITY"))
     state = _settled(listener, _study_hash(files))
     try:
         yield {"listener": listener, "files": files, "state": state}
