@@ -52,13 +52,6 @@ for folder in (ROOT / "bench", ROOT / "tests"):
         sys.path.insert(0, str(folder))
 
 AET = "MAMMOKIT"
-ROUTE_LUA = """
-function OnStoredInstance(instanceId, tags, metadata, origin)
-  if tags['Modality'] == 'MG' and origin['RemoteAet'] ~= 'MAMMOKIT' then
-    SendToModality(instanceId, 'mammokit')
-  end
-end
-"""
 TRANSFER, MODEL, OTHER = ("send",), ("model", "heatmap", "uncertainty"), ("load", "scan", "inputs", "write")
 
 
@@ -183,7 +176,7 @@ def main() -> None:
     import pydicom
 
     from mammokit.pacs.dimse import Listener
-    from orthanc_server import OrthancServer, free_port  # tests/orthanc_server.py
+    from orthanc_server import ROUTE_LUA, OrthancServer, free_port  # tests/orthanc_server.py
     from predict import _busy_cpu, release  # bench/predict.py
 
     work = args.work or Path(tempfile.mkdtemp(prefix="mammokit_bench_pacs_"))

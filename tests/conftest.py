@@ -8,6 +8,8 @@ default (one thread per core) makes every spinning thread wait on the others (a 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,17 @@ class SynthStore:
     raw: Path  # synth output: dicom/, labels.csv, lesions.csv
     index: Path  # images.parquet
     store: Path  # preprocessed store (preprocessed.parquet, view_stats.json, images/)
+
+
+@pytest.fixture(scope="session")
+def dciodvfy() -> str:
+    """dicom3tools' validator; skips without it, unless MAMMOKIT_REQUIRE_DICOM3TOOLS=1 (CI) makes that a failure."""
+    path = shutil.which("dciodvfy")
+    if path is None:
+        if os.environ.get("MAMMOKIT_REQUIRE_DICOM3TOOLS") == "1":
+            pytest.fail("dciodvfy (dicom3tools) is not installed but MAMMOKIT_REQUIRE_DICOM3TOOLS=1")
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,16 @@ DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
 USER, PASSWORD = "mammokit-test", "correct horse battery staple"
 AET = "ORTHANC"
 ENV_REQUIRE = "MAMMOKIT_REQUIRE_ORTHANC"
+# What the README tells an Orthanc admin to add: forward every MG instance to mammokit's listener (modality entry
+# "mammokit"), except what mammokit itself sent (its results are SR/SEG/OT anyway; the AE check also keeps a resend of
+# images from looping).
+ROUTE_LUA = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  if tags['Modality'] == 'MG' and origin['RemoteAet'] ~= 'MAMMOKIT' then
+    SendToModality(instanceId, 'mammokit')
+  end
+end
+"""
 
 
 def free_port() -> int:

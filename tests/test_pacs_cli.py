@@ -25,7 +25,7 @@ from mammokit.errors import MammokitError
 from mammokit.pacs.access import ENV_PASSWORD, ENV_USER
 from mammokit.synth import generate
 from orthanc_server import PASSWORD, USER, OrthancServer, free_port
-from test_pacs_results import _validate, dciodvfy  # noqa: F401 - dciodvfy is a fixture
+from test_pacs_results import _validate
 from test_predict import release_tiny
 
 runner = CliRunner()
@@ -64,7 +64,7 @@ def _archive_results(server: OrthancServer, study_uid: str) -> dict[str, list[py
 
 
 @pytest.mark.slow
-def test_push_pull_predict_push_back(world: dict, dciodvfy: str) -> None:  # noqa: F811
+def test_push_pull_predict_push_back(world: dict, dciodvfy: str) -> None:
     server, root = world["server"], world["root"]
     out = _invoke("pacs", "push", server.dicomweb, root / "raw" / "dicom")
     assert "4 of 4 files stored" in out

@@ -29,19 +29,10 @@ from mammokit.io import TEMP_NAME
 from mammokit.pacs.dimse import Listener, parse_destination, send_files
 from mammokit.predict import predict_studies
 from mammokit.synth import generate
-from orthanc_server import OrthancServer, free_port
+from orthanc_server import ROUTE_LUA, OrthancServer, free_port
 from test_predict import release_tiny  # the same tiny released model as the predict tests
 
 AET = "MAMMOKIT"
-# What the README tells an Orthanc admin to add: forward every MG instance to mammokit, except what mammokit itself
-# sent (its results are SR/SEG/OT anyway; the AE check also keeps a resend of images from looping).
-ROUTE_LUA = """
-function OnStoredInstance(instanceId, tags, metadata, origin)
-  if tags['Modality'] == 'MG' and origin['RemoteAet'] ~= 'MAMMOKIT' then
-    SendToModality(instanceId, 'mammokit')
-  end
-end
-"""
 PROB_CANCER = "111047"  # DCM "Probability of cancer"
 
 

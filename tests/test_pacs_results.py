@@ -8,7 +8,6 @@ in the source study, referencing the source images by their UIDs, and carry pred
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,16 +31,6 @@ from test_predict import release_tiny  # the same tiny released model as the pre
 
 UNCERTAINTY = {"upper": codes.SCT.RangeOfUpperMeasurementUncertainty.value,
                "lower": codes.SCT.RangeOfLowerMeasurementUncertainty.value}
-
-
-@pytest.fixture(scope="module")
-def dciodvfy() -> str:
-    path = shutil.which("dciodvfy")
-    if path is None:
-        if os.environ.get("MAMMOKIT_REQUIRE_DICOM3TOOLS") == "1":
-            pytest.fail("dciodvfy (dicom3tools) is not installed but MAMMOKIT_REQUIRE_DICOM3TOOLS=1")
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from mammokit.pacs.node import process_study
 from mammokit.synth import ALL_PROFILES, generate
-from test_pacs_results import _validate, dciodvfy  # noqa: F401 - dciodvfy is a fixture
+from test_pacs_results import _validate
 from test_predict import PRE, release_tiny
 
 READERS = {"sr": hd.sr.srread, "seg": hd.seg.segread, "sc": hd.imread}
@@ -32,7 +32,7 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[
 
 
 @pytest.mark.slow
-def test_results_of_every_vendor_are_valid(dciodvfy: str, studies: tuple) -> None:  # noqa: F811
+def test_results_of_every_vendor_are_valid(dciodvfy: str, studies: tuple) -> None:
     root, cases, model = studies
     problems = {}
     for vendor, case in cases:

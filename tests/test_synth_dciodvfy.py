@@ -7,8 +7,6 @@ Skipped when `dciodvfy` is not installed (Debian: `apt-get install dicom3tools`)
 from __future__ import annotations
 
 import csv
-import os
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -17,16 +15,6 @@ import pydicom
 import pytest
 
 from mammokit.synth import ALL_PROFILES, HARD_KINDS, VENDOR_PROFILES, generate
-
-
-@pytest.fixture(scope="module")
-def dciodvfy() -> str:
-    path = shutil.which("dciodvfy")
-    if path is None:
-        if os.environ.get("MAMMOKIT_REQUIRE_DICOM3TOOLS") == "1":
-            pytest.fail("dciodvfy (dicom3tools) is not installed but MAMMOKIT_REQUIRE_DICOM3TOOLS=1")
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-    return path
 
 
 @pytest.fixture(scope="module")
