@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mammokit.cli import app
@@ -20,9 +21,10 @@ runner = CliRunner()
 def test_demo_runs_every_step_and_writes_metrics_and_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = runner.invoke(app, ["demo", "--out", str(out), "--exams", "24", "--test-exams", "16",
-                                 "--external-exams", "12"])
+                                 "--external-exams", "12", "--set", "stages.1.epochs=3"])
     assert result.exit_code == 0, result.output
     run = out / "runs" / "demo"
+    assert yaml.safe_load((run / "config.yaml").read_text())["stages"][1]["epochs"] == 3  # --set reached training
     metrics = json.loads((run / "metrics.json").read_text())
     for level in ("exam", "breast"):
         assert 0.0 <= metrics[level]["roc_auc"] <= 1.0

@@ -379,11 +379,15 @@ def demo(
     test_exams: Annotated[int, typer.Option(help="Synthetic held-out test exams.")] = 300,
     external_exams: Annotated[int, typer.Option(help="Exams of the external site (other vendors).")] = 100,
     seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key of the demo's training config "
+                                                                 "(configs/train_demo.yaml), e.g. stages.1.epochs=4.")
+                    ] = None,
 ) -> None:
     """Run the whole pipeline on synthetic data on CPU: synth, index, preprocess, train, calibrate, evaluate."""
     from mammokit.demo import run_demo
 
-    run_demo(out, exams=exams, test_exams=test_exams, external_exams=external_exams, seed=seed, echo=typer.echo)
+    run_demo(out, exams=exams, test_exams=test_exams, external_exams=external_exams, seed=seed, echo=typer.echo,
+             overrides=set_)
 
 
 # mammokit's own errors, and file-system errors on a path the user gave; anything else (a plain ValueError from numpy
