@@ -1,17 +1,18 @@
 """The `mammokit pacs` commands end to end against a real Orthanc, as a user runs them: push a study (STOW-RS), pull
 it (QIDO + WADO-RS), `predict --dicom`, push the results back, read them from the archive with highdicom; `watch
---once` processes the study without doubling its results; `listen` answers a C-ECHO and stops on SIGTERM.
+--once` processes the study without doubling its results; a `listen` process killed mid-study is resumed by a new one
+and the study is processed once; `listen` answers C-ECHO and stops cleanly on SIGTERM.
 Credentials come from the environment only."""
 
 from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import highdicom as hd
 import pydicom
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from mammokit.cli import app
 from mammokit.errors import MammokitError
 from mammokit.pacs.access import ENV_PASSWORD, ENV_USER
+from mammokit.pacs.dimse import send_files
 from mammokit.synth import generate
 from orthanc_server import PASSWORD, USER, OrthancServer, free_port
 from test_pacs_results import _validate
@@ -139,22 +141,48 @@ def _echo(port: int) -> int | None:
     return int(status.Status) if status else None
 
 
-def test_listen_answers_echo_and_stops_on_sigterm(world: dict) -> None:
-    port = free_port()
+def _start_listener(world: dict, port: int, spool: Path) -> subprocess.Popen:
+    """`mammokit pacs listen` in its own process, sending results to the archive; returns once it accepts."""
+    server = world["server"]
     cmd = [sys.executable, "-m", "mammokit.cli", "pacs", "listen", "--model", str(world["model"]), "--port",
-           str(port), "--spool", str(world["root"] / "spool")]
+           str(port), "--spool", str(spool), "--quiet-s", "60",
+           "--send-to", f"{server.aet}@127.0.0.1:{server.dicom_port}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    while _echo(port) != 0:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.3)
+    return proc
+
+
+@pytest.mark.slow
+def test_a_killed_listener_resumes_the_study_and_processes_it_once(world: dict, tmp_path: Path) -> None:
+    """SIGKILL after two of four views, a new listener process on the same spool gets the other two: the study is
+    predicted once and its results reach the archive once; the listener answers C-ECHO and stops on SIGTERM."""
+    generate(tmp_path / "raw", exams=1, seed=22, vendors="hologic", size_scale=0.2, masks=False)
+    files = sorted((tmp_path / "raw" / "dicom").rglob("*.dcm"))
+    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    port, spool = free_port(), tmp_path / "spool"
+    first = _start_listener(world, port, spool)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.2)
-        assert _echo(port) == 0
+        assert all(o.sent for o in send_files(("MAMMOKIT", "127.0.0.1", port), files[:2], ae_title="MODALITY"))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, output
-    assert "listening as MAMMOKIT" in output
+        first.kill()  # no goodbye: what was acknowledged must be on disk already
+        first.communicate(timeout=30)
+    (state_file,) = spool.glob("*/state.json")
+    assert len(json.loads(state_file.read_text())["images"]) == 2
+    second = _start_listener(world, port, spool)
+    try:
+        assert all(o.sent for o in send_files(("MAMMOKIT", "127.0.0.1", port), files[2:], ae_title="MODALITY"))
+        deadline = time.monotonic() + 120
+        while json.loads(state_file.read_text())["status"] != "done":
+            assert time.monotonic() < deadline and second.poll() is None, state_file.read_text()
+            time.sleep(0.5)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=60)
+    assert second.returncode == 0 and "listening as MAMMOKIT" in output, output  # SIGTERM: a clean stop
+    state = json.loads(state_file.read_text())
+    assert state["runs"] == 1 and len(state["images"]) == 4 and study_uid not in state_file.read_text()
+    counts = {k: len(v) for k, v in _archive_results(world["server"], study_uid).items()}
+    assert counts == {"SR": 1, "SEG": 4, "OT": 4}
