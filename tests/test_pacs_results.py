@@ -119,6 +119,8 @@ def test_highdicom_reads_each_back(result: StudyResult) -> None:
         obj = {"sr": hd.sr.srread, "seg": hd.seg.segread, "sc": hd.imread}[kind](path)
         assert isinstance(obj, kinds[kind]), path.name
         assert str(obj.Manufacturer) == "mammokit" and "not for clinical use" in str(obj.SeriesDescription)
+        syntax = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        assert syntax == (pydicom.uid.ExplicitVRLittleEndian if kind == "sr" else pydicom.uid.RLELossless)
 
 
 def test_sr_references_the_study_and_holds_the_probabilities(result: StudyResult,

@@ -25,7 +25,8 @@ probability.
 
 New UIDs are name-based on (study UID, model, prediction): the same prediction gives the same UIDs, so a resend
 replaces rather than duplicates. Series numbers: SR 9901, SEG 9902, SC 9903 (left) and 9904 (right: a series has one
-laterality); instance n = the view's rank in (view, image hash) order, as in the file names `<kind>_<n>.dcm`.
+laterality); instance n = the view's rank in (view, image hash) order, as in the file names `<kind>_<n>.dcm`. SEG and SC
+pixels are RLE Lossless.
 """
 
 from __future__ import annotations
@@ -371,9 +372,17 @@ def _build(prediction_dir: Path, source_files: Sequence[str | Path]) -> list[pyd
              for v in sorted(prediction["views"], key=lambda v: (v["view"], v["image_hash"]))]
     uids = _Uids(str(views[0].source.StudyInstanceUID), prediction)
     out: list[pydicom.Dataset] = [_sr(prediction, views, uids)]
-    out += [_seg(prediction, prediction_dir, v, n, uids) for n, v in enumerate(views, 1)]
-    out += [_sc(prediction, prediction_dir, v, n, uids) for n, v in enumerate(views, 1)]
+    out += [_rle(_seg(prediction, prediction_dir, v, n, uids)) for n, v in enumerate(views, 1)]
+    out += [_rle(_sc(prediction, prediction_dir, v, n, uids)) for n, v in enumerate(views, 1)]
     return out
+
+
+def _rle(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """`ds` with its pixels RLE Lossless: a smooth heatmap SEG shrinks about 60-fold, an overlay SC about 3-fold, and
+    every archive and viewer reads RLE. The encoder is pylibjpeg-rle's, named: pydicom's default order tries GDCM
+    first, whose RLE encoder aborts the process on some frames."""
+    ds.compress(pydicom.uid.RLELossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+    return ds
 
 
 def _kind(ds: pydicom.Dataset) -> str:
