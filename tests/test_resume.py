@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import BatchRecorder, SimulatedKill, read_records
+from conftest import BatchRecorder, read_records, simulated_kill
 from mammokit.training.run import train
 
 KILL = ("1-b", 7)  # stage 1, global step 7 = epoch 1, batch 2 of 5
@@ -40,7 +40,7 @@ def test_killed_run_resumes_with_the_same_data_order(tiny_config, tmp_path):
     logs = tmp_path / "records"
     full = train(resumable_config(tiny_config, "full"), callbacks=[BatchRecorder(logs, "full-")])
     killed_cfg = resumable_config(tiny_config, "killed")
-    with pytest.raises(SimulatedKill):
+    with simulated_kill():
         train(killed_cfg, callbacks=[BatchRecorder(logs, "killed-", kill_at=KILL)])
     done_a = Path(killed_cfg.runs_dir) / "killed/stages/0-a/done.json"
     done_before = done_a.stat().st_mtime_ns
@@ -87,7 +87,7 @@ def test_kill_at_an_epoch_boundary_resumes_with_the_next_epoch(tiny_config, tmp_
 
     logs = tmp_path / "records"
     train(config("full"), callbacks=[BatchRecorder(logs, "full-")])
-    with pytest.raises(SimulatedKill):
+    with simulated_kill():
         train(config("killed"), callbacks=[BatchRecorder(logs, "killed-", kill_at=("0-a", 10))])
     train(config("killed"), callbacks=[BatchRecorder(logs, "resumed-")])
     reference = by_step(read_records(logs / "full-rank0.jsonl"))
