@@ -7,6 +7,9 @@ round-robin (median of `--repeats`, page-cached file), from file to pixel array:
 - each candidate decoder of the syntax: `dcmread` + the frame + `mammokit.dicom_decode._run_fast(name, ...)`, the
   very call the auto path makes (imagecodecs codecs, pylibjpeg-openjpeg, pylibjpeg-rle, GDCM in memory), or numpy
   for native data; plus pydicom's default plugins (`dcmread(path).pixel_array`);
+- nvImageCodec (``nvimgcodec``) on JPEG 2000 and JPEG Lossless SV1 where `mammokit.dicom_gpu` can run it (a CUDA
+  GPU and the ``gpu`` extra; or its CPU codecs with ``MAMMOKIT_GPU_DECODE=cpu``), one file at a time as `read_dicom`
+  decodes: its images/s stands beside GDCM's on the same machine;
 - mammokit: `read_dicom(path)` (auto backend: float32, modality LUT, masking and checks included), whose chosen
   decoder (`MammoImage.decoder`) is printed.
 
@@ -55,6 +58,7 @@ from pydicom.uid import (  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from dicom_factory import write_test_dicom  # noqa: E402
+from mammokit import dicom_gpu  # noqa: E402
 from mammokit.dicom import read_dicom  # noqa: E402
 from mammokit.dicom_decode import DECODERS, FrameInfo, _run_fast, library_error  # noqa: E402
 
@@ -131,7 +135,8 @@ def _decode_file(path: Path, name: str) -> np.ndarray:
 def _candidates(syntax: str, lossless: bool) -> tuple[str, ...]:
     spec = DECODERS[syntax]
     kind = "jpeg-lossless" if spec.kind == "jpeg" and lossless else spec.kind
-    return tuple(dict.fromkeys((*spec.fast, *CANDIDATES[kind])))
+    gpu = (dicom_gpu.LABEL,) if syntax in dicom_gpu.GPU_SYNTAXES and dicom_gpu.gpu_decoder() is not None else ()
+    return tuple(dict.fromkeys((*gpu, *spec.fast, *CANDIDATES[kind])))
 
 
 def measure(label: str, syntax: str, bits: int, lossless: bool, image: np.ndarray, folder: Path,
@@ -181,7 +186,8 @@ def _print_row(row: dict[str, object]) -> None:
     for name, (wall, cpu, thread) in sorted(row["times"].items(), key=lambda kv: kv[1][1]):
         mark = "*" if name == row["chosen"] else " "
         notes = [row["notes"].get(name, ""), "threads" if thread < 0.8 * cpu else ""]
-        print(f"  {mark} {name:<22} {wall:7.3f} s wall {cpu:7.3f} s CPU  {' '.join(n for n in notes if n)}")
+        print(f"  {mark} {name:<22} {wall:7.3f} s wall {cpu:7.3f} s CPU {1 / wall:7.1f} images/s  "
+              f"{' '.join(n for n in notes if n)}")
     for name, note in row["notes"].items():
         if name not in row["times"]:
             print(f"    {name:<22} {note}")
@@ -195,7 +201,8 @@ def main() -> None:
     args = parser.parse_args()
     rows, columns = (int(v) for v in args.size.split("x"))
     print(f"{rows}x{columns}, median of {args.repeats}, file to pixels; * = read_dicom's choice; ratio = its CPU time "
-          f"/ the fastest decoder's (FLAG above {FLAG_RATIO})", flush=True)
+          f"/ the fastest decoder's (FLAG above {FLAG_RATIO}); images/s = 1 / wall, one file at a time", flush=True)
+    print(dicom_gpu.describe(), flush=True)
     image = synthetic_mammogram(rows, columns)
     results = []
     with tempfile.TemporaryDirectory() as folder:

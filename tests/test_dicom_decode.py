@@ -24,6 +24,13 @@ from dicom_factory import (
 from mammokit import dicom_decode
 from mammokit.dicom import DECODERS, DicomReadError, decoder_for, read_dicom, transfer_syntax_name
 from mammokit.dicom_decode import DecodeError, resolve_backend
+from mammokit.dicom_gpu import ENV_GPU_DECODE
+
+
+@pytest.fixture(autouse=True)
+def _cpu_decoders(monkeypatch):
+    """These tests check the CPU decoders' table and checks; test_dicom_gpu.py checks nvImageCodec in front of it."""
+    monkeypatch.setenv(ENV_GPU_DECODE, "off")
 
 
 def _image(bits: int = 14, shape: tuple[int, int] = (40, 36), seed: int = 0) -> np.ndarray:

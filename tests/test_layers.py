@@ -10,7 +10,7 @@ docs/architecture.md:
     release
     models | data
     preprocess | datasets | synth | inspect
-    dicom (dicom.py, dicom_decode.py, dicom_film.py)
+    dicom (dicom.py, dicom_decode.py, dicom_film.py, dicom_gpu.py)
     base (mammokit/__init__.py, config, errors, ids, io, isolate, reuse)
 """
 
@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 ROOM_OF_TOP = {  # first name under `mammokit.` -> room (anything else is its own name)
     "demo": "cli", "recipes": "cli", "cli_pacs": "cli", "predict": "serving", "export": "serving", "pacs": "serving",
-    "dicom_decode": "dicom", "dicom_film": "dicom",
+    "dicom_decode": "dicom", "dicom_film": "dicom", "dicom_gpu": "dicom",
     "": "base", "config": "base", "errors": "base", "ids": "base", "io": "base", "isolate": "base", "reuse": "base",
 }
 LAYER_OF = {room: depth for depth, rooms in enumerate(LAYERS) for room in rooms}

@@ -41,6 +41,8 @@ import pydicom
 from pydicom import uid as _uid
 from pydicom.encaps import get_frame
 
+from mammokit import dicom_gpu
+
 BACKENDS = ("auto", "pydicom")
 ENV_BACKEND = "MAMMOKIT_DICOM_BACKEND"
 JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
@@ -444,8 +446,11 @@ def _rle_decode(frame: bytes, info: FrameInfo) -> np.ndarray:
     return np.frombuffer(out, dtype=f"<u{info.bits_allocated // 8}")
 
 
-def _run_fast(name: str, frame: bytes, info: FrameInfo) -> np.ndarray:
-    """Run one named fast backend; raises DecodeError when its package is missing."""
+def _run_fast(name: str, frame: bytes, info: FrameInfo, depth: int | None = None) -> np.ndarray:
+    """Run one named fast backend; raises DecodeError when its package is missing. `depth` is the stream's own
+    sample depth (from `check_frame`; BitsStored when not given), which nvImageCodec's output is checked against."""
+    if name == dicom_gpu.LABEL:
+        return dicom_gpu.decode(frame, depth or info.bits_stored, info.uid, info.signed)
     if name == "gdcm":
         return _gdcm_decode(frame, info)
     if name == "pylibjpeg-rle":
@@ -519,16 +524,18 @@ def decode_stored(ds: Any, element: PixelElement, info: FrameInfo, backend: str)
             return _check_shape(_pixel_array(ds, spec), info, "pydicom"), "pydicom", []
         return native_pixels(element.data, info, info.uid == _uid.ExplicitVRBigEndian), "numpy", []
     frame = element.frame if element.frame is not None else single_frame(element.data, spec)
-    gdcm_refusal = _gdcm_refusal(info, check_frame(frame, spec, info))
+    depth = check_frame(frame, spec, info)
+    gdcm_refusal = _gdcm_refusal(info, depth)
     if backend == "pydicom":
         return _pydicom_or_gdcm(ds, frame, info, spec, gdcm_refusal)
     problems: list[str] = []
-    for name in spec.fast:
+    first = (dicom_gpu.LABEL,) if dicom_gpu.wants(info.uid, info.signed) else ()
+    for name in (*first, *spec.fast):
         if name == "gdcm" and gdcm_refusal:
             problems.append(f"gdcm: not tried, it aborts on {gdcm_refusal}")
             continue
         try:
-            arr = _check_shape(_run_fast(name, frame, info), info, name)
+            arr = _check_shape(_run_fast(name, frame, info, depth), info, name)
             return arr, name, [f"{p}; used {name}" for p in problems]
         except CorruptData:
             raise
