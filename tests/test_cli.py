@@ -39,6 +39,7 @@ def test_info_shows_every_file_without_phi(archive: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "8 files, 8 readable, 0 refused" in result.output
     assert re.search(r"\bMLO\b", result.output) and re.search(r"\bCC\b", result.output)
+    assert "GPU decode: " in result.output  # whether JPEG 2000 / lossless JPEG decode on a GPU, and why not
     _assert_no_phi(result.output)
 
 

@@ -114,6 +114,10 @@ def info(
     rows = describe_files(files, decode=decode, root=path if path.is_dir() else path.parent, show_ids=show_ids)
     typer.echo(format_table(rows))
     typer.echo(f"\n{summary(rows)}")
+    if decode:
+        from mammokit.dicom_gpu import describe
+
+        typer.echo(describe())
 
 
 @app.command()

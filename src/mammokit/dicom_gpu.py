@@ -18,6 +18,7 @@ without a GPU (unsigned JPEG 2000 only: the CPU codecs return nothing for signed
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import os
 import threading
@@ -65,6 +66,15 @@ def cuda_device_count() -> int:
     if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
         return 0
     return count.value
+
+
+def _installed() -> bool:
+    """Is nvImageCodec installed? Found without importing it: its import loads every codec extension and prints
+    an error for each CUDA library it misses, which a machine without a GPU should not see."""
+    try:
+        return importlib.util.find_spec("nvidia.nvimgcodec") is not None
+    except ImportError:  # no `nvidia` namespace at all
+        return False
 
 
 def make_decoder(on_cpu: bool = False) -> tuple[Any, Any] | None:
@@ -151,9 +161,7 @@ def describe() -> str:
     mode = gpu_mode()
     if mode == "off":
         return f"GPU decode: off (${ENV_GPU_DECODE}=off)"
-    try:
-        from nvidia import nvimgcodec  # noqa: F401
-    except ImportError:
+    if not _installed():
         return "GPU decode: off (nvidia-nvimgcodec-cu13 not installed: pip install 'mammokit[gpu]')"
     if mode == "cpu":
         return "GPU decode: nvImageCodec on its CPU codecs ($MAMMOKIT_GPU_DECODE=cpu)"
