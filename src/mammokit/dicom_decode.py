@@ -14,7 +14,8 @@ Two backends decode the same files to the same stored values:
   where no pydicom plugin can decode the syntax (12-bit JPEG Extended: pydicom's GDCM plugin refuses
   it, GDCM itself decodes it).
 
-Pick one with the ``backend=`` argument of `read_dicom` or the ``MAMMOKIT_DICOM_BACKEND`` env var.
+Pick one with the ``backend=`` argument of `read_dicom` or the ``MAMMOKIT_DICOM_BACKEND`` env var. On a CUDA GPU,
+"auto" puts nvImageCodec (`mammokit.dicom_gpu`) in front of the table for JPEG 2000 and JPEG Lossless SV1.
 
 Before any decoder sees a frame, `check_frame` validates what decoders trust: a JPEG / JPEG-LS / JPEG 2000 stream
 must end with its end-of-image marker (0xFFD9, after optional zero padding) because a truncated lossless-JPEG stream

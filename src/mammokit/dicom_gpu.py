@@ -108,7 +108,7 @@ def gpu_decoder() -> tuple[Any, Any] | None:
     with _lock:
         if (_state["pid"], _state["mode"]) != (os.getpid(), mode):
             made = None
-            if mode == "cpu" or (mode == "auto" and cuda_device_count() > 0):
+            if mode == "cpu" or (mode == "auto" and _installed() and cuda_device_count() > 0):
                 made = make_decoder(on_cpu=mode == "cpu")
             _state.update(pid=os.getpid(), mode=mode, decoder=made, failed=set())
         return _state["decoder"]
