@@ -12,7 +12,7 @@ EXTRAS ?= dev$(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo ,gpu)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -e '.[$(EXTRAS)]'  # bytecode is compiled on first import, for the modules used
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
