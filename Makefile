@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo
+# test files run on this many processes (pytest-xdist; a module's tests stay on one, sharing its fixtures)
+TEST_WORKERS ?= 2
 # the gpu extra (nvImageCodec's GPU codecs) where nvidia-smi lists a GPU
 EXTRAS ?= dev$(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo ,gpu)
 
@@ -21,10 +23,10 @@ demo: $(STAMP)
 	$(VENV)/bin/mammokit demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
