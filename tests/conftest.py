@@ -28,6 +28,13 @@ TINY_INPUT = (64, 40)  # global input per view (H, W)
 TINY_FULL_SCALE = 2  # the local pathway crops from a 128x80 rendering
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a slow test first (order otherwise kept): `make test` hands whole files to 2 processes, and
+    starting the long ones first keeps one process from finishing the run alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def mammokit_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """mammokit's config folder for the session (env MAMMOKIT_CONFIG_DIR): its random id salt, made on first use,

@@ -20,15 +20,16 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_demo_runs_every_step_and_writes_metrics_and_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--out", str(out), "--exams", "24", "--test-exams", "16",
-                                 "--external-exams", "12", "--set", "stages.1.epochs=3"])
+    result = runner.invoke(app, ["demo", "--out", str(out), "--exams", "20", "--test-exams", "10",
+                                 "--external-exams", "8", "--set", "stages.0.epochs=1", "--set", "stages.1.epochs=2"])
     assert result.exit_code == 0, result.output
     run = out / "runs" / "demo"
-    assert yaml.safe_load((run / "config.yaml").read_text())["stages"][1]["epochs"] == 3  # --set reached training
+    stages = yaml.safe_load((run / "config.yaml").read_text())["stages"]
+    assert [s["epochs"] for s in stages] == [1, 2]  # --set reached training
     metrics = json.loads((run / "metrics.json").read_text())
     for level in ("exam", "breast"):
         assert 0.0 <= metrics[level]["roc_auc"] <= 1.0
-        assert metrics[level]["n"] == (16 if level == "exam" else 32)
+        assert metrics[level]["n"] == (10 if level == "exam" else 20)
     cal = metrics["exam"]["calibration"]
     assert 0.0 < cal["ece_uniform_floor_after"] < 1.0  # reported beside the measured ECE
     assert [s["site"] for s in metrics["demo"]["external"]] == ["site-B"]
