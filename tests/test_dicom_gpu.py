@@ -14,6 +14,7 @@ from pydicom.uid import UID
 from dicom_factory import JPEG2000, JPEG2000Lossless, JPEGLosslessSV1, write_test_dicom
 from mammokit import dicom_gpu
 from mammokit.dicom import read_dicom
+from mammokit.dicom_decode import stored_range
 
 pytest.importorskip("nvidia.nvimgcodec", reason="nvidia-nvimgcodec-cu13 is in the dev extra")
 
@@ -79,9 +80,9 @@ def test_values_beyond_the_streams_depth_are_refused(nvimgcodec_cpu):
 
     stored = _image(14)
     frame = imagecodecs.jpeg2k_encode(stored, level=0, codecformat="J2K", reversible=True, bitspersample=14)
-    np.testing.assert_array_equal(dicom_gpu.decode(frame, 14, JPEG2000Lossless, False), stored)
-    with pytest.raises(dicom_gpu.GpuDecodeError, match="outside the stream's 12-bit range"):
-        dicom_gpu.decode(frame, 12, JPEG2000Lossless, False)
+    np.testing.assert_array_equal(dicom_gpu.decode(frame, stored_range(14, False), JPEG2000Lossless, False), stored)
+    with pytest.raises(dicom_gpu.GpuDecodeError, match=r"outside the stream's range \(0, 4095\)"):
+        dicom_gpu.decode(frame, stored_range(12, False), JPEG2000Lossless, False)
 
 
 def test_modes(monkeypatch, tmp_path):

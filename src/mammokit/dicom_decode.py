@@ -451,7 +451,7 @@ def _run_fast(name: str, frame: bytes, info: FrameInfo, depth: int | None = None
     """Run one named fast backend; raises DecodeError when its package is missing. `depth` is the stream's own
     sample depth (from `check_frame`; BitsStored when not given), which nvImageCodec's output is checked against."""
     if name == dicom_gpu.LABEL:
-        return dicom_gpu.decode(frame, depth or info.bits_stored, info.uid, info.signed)
+        return dicom_gpu.decode(frame, stored_range(depth or info.bits_stored, info.signed), info.uid, info.signed)
     if name == "gdcm":
         return _gdcm_decode(frame, info)
     if name == "pylibjpeg-rle":

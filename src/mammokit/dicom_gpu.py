@@ -119,20 +119,20 @@ def wants(uid: str, signed: bool) -> bool:
     return uid in GPU_SYNTAXES and gpu_decoder() is not None and (uid, signed) not in _state["failed"]
 
 
-def decode(frame: bytes, depth: int, uid: str, signed: bool, made: tuple[Any, Any] | None = None) -> np.ndarray:
+def decode(frame: bytes, valid: tuple[int, int], uid: str, signed: bool) -> np.ndarray:
     """Decode one grayscale frame to a host array of its stored values.
 
     Args:
         frame: the compressed stream (JPEG 2000 codestream or JP2, or a JPEG stream).
-        depth: the sample depth the stream's own header declares (values above it mean the decoder rescaled).
+        valid: the smallest and largest value the stream's own bit depth allows (`dicom_decode.stored_range`);
+            anything outside means the decoder rescaled.
         uid, signed: its transfer syntax and pixel sign, remembered as failed (not tried again in this process)
             when decoding fails.
-        made: a `make_decoder` result; default this process's `gpu_decoder()`.
 
     Raises:
-        GpuDecodeError: nvImageCodec is unavailable, returned nothing, or returned values beyond `depth` bits.
+        GpuDecodeError: nvImageCodec is unavailable, returned nothing, or returned values outside `valid`.
     """
-    made = made or gpu_decoder()
+    made = gpu_decoder()
     if made is None:
         raise GpuDecodeError("nvImageCodec is not installed or found no GPU")
     decoder, params = made
@@ -148,11 +148,9 @@ def decode(frame: bytes, depth: int, uid: str, signed: bool, made: tuple[Any, An
         raise GpuDecodeError("nvImageCodec could not decode this stream (its codecs do not support it)")
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
-    if pixels.dtype.kind in "iu" and depth < pixels.dtype.itemsize * 8:
-        low, high = (-(1 << (depth - 1)), (1 << (depth - 1)) - 1) if pixels.dtype.kind == "i" else (0, (1 << depth) - 1)
-        if pixels.size and (pixels.min() < low or pixels.max() > high):
-            _state["failed"].add((uid, signed))
-            raise GpuDecodeError(f"nvImageCodec returned values outside the stream's {depth}-bit range (rescaled?)")
+    if pixels.size and (pixels.min() < valid[0] or pixels.max() > valid[1]):
+        _state["failed"].add((uid, signed))
+        raise GpuDecodeError(f"nvImageCodec returned values outside the stream's range {valid} (rescaled?)")
     return pixels
 
 
